@@ -1,0 +1,3 @@
+from volinit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Apply a spec: for each volume, plan what differs, then change only that.
+
+Order per volume: lock, prune, walk (when the policy says so), create the dirs, fix the
+root last. A run killed midway leaves the root wrong, so the next run walks again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from volinit import walk
+from volinit.errors import VolinitError
+from volinit.prune import PruneResult, prune_dir
+from volinit.spec import Spec, VolumeSpec
+
+
+@dataclass
+class VolumeReport:
+    path: str
+    owner: str
+    decision: str = ""  # why the tree was (or was not) walked
+    entries: int = 0
+    changed: int = 0
+    root_changed: bool = False
+    created: list[str] = field(default_factory=list)
+    dirs_fixed: list[str] = field(default_factory=list)
+    pruned: int = 0
+    pruned_bytes: int = 0
+    skips: walk.Skips = field(default_factory=walk.Skips)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path, "owner": self.owner, "walk": self.decision,
+            "entries": self.entries, "changed": self.changed + self.root_changed,
+            "created": self.created, "dirs_fixed": self.dirs_fixed,
+            "pruned": {"entries": self.pruned, "bytes": self.pruned_bytes},
+            "skipped": {"total": self.skips.total, "by_reason": self.skips.counts,
+                        "examples": self.skips.samples},
+            "seconds": round(self.seconds, 3), "error": self.error,
+        }
+
+    def summary(self, dry_run: bool) -> str:
+        would = "would change" if dry_run else "changed"
+        parts = [f"owner {self.owner}", self.decision]
+        if self.entries:
+            parts.append(f"{self.entries} entries walked")
+        parts.append(f"{would} {self.changed + self.root_changed}")
+        if self.skips.total:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skips.counts.items()))
+            parts.append(f"skipped {self.skips.total} ({reasons}: {'; '.join(self.skips.samples)})")
+        if self.created:
+            parts.append(("would create " if dry_run else "created ") + ", ".join(self.created))
+        if self.dirs_fixed:
+            parts.append(("would fix " if dry_run else "fixed ") + ", ".join(self.dirs_fixed))
+        if self.pruned:
+            parts.append(f"{'would prune' if dry_run else 'pruned'} {self.pruned} entries ({_size(self.pruned_bytes)})")
+        parts.append(f"{self.seconds:.2f} s")
+        return f"{self.path}: " + "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _root_right(st: os.stat_result, vol: VolumeSpec) -> bool:
+    if (st.st_uid, st.st_gid) != (vol.owner.uid, vol.owner.gid):
+        return False
+    return vol.mode is None or stat.S_IMODE(st.st_mode) == vol.mode
+
+
+def _lock(fd: int, path: str, say: Callable[[str], None]) -> None:
+    """Serialise runs on one volume: the second waits, then finds the root right."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say(f"{path}: waiting for another volinit run on this volume")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
+                 progress: Callable[[str, int], None] | None = None) -> VolumeReport:
+    start = time.monotonic()
+    rep = VolumeReport(vol.path, str(vol.owner))
+    uid, gid = vol.owner.uid, vol.owner.gid
+    root_fd = walk.open_volume(vol.path)
+    try:
+        _lock(root_fd, vol.path, say)
+        for d in vol.dirs:
+            if d.prune is None:
+                continue
+            dfd = walk.open_existing_dir(root_fd, d.path)
+            if dfd is None:
+                continue
+            try:
+                res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run)
+            finally:
+                os.close(dfd)
+            rep.pruned += res.removed
+            rep.pruned_bytes += res.bytes
+            for reason, n in res.skips.counts.items():
+                rep.skips.counts[reason] = rep.skips.counts.get(reason, 0) + n
+            rep.skips.samples.extend(f"{d.path}/{s}" for s in res.skips.samples[: walk.SKIP_SAMPLES - len(rep.skips.samples)])
+
+        root_st = os.fstat(root_fd)
+        if vol.chown == "never":
+            rep.decision = "chown never: existing owners left alone"
+        elif vol.chown == "on-root-mismatch" and _root_right(root_st, vol):
+            rep.decision = "root already right, walk skipped"
+        else:
+            rep.decision = ("chown always: walked" if vol.chown == "always"
+                        else f"root was {root_st.st_uid}:{root_st.st_gid} {stat.S_IMODE(root_st.st_mode):04o}: walked")
+            cb = (lambda n: progress(vol.path, n)) if progress else None
+            res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
+                                   dry_run=dry_run, progress=cb)
+            rep.entries, rep.changed = res2.entries, res2.changed
+            for reason, n in res2.skips.counts.items():
+                rep.skips.counts[reason] = rep.skips.counts.get(reason, 0) + n
+            rep.skips.samples.extend(res2.skips.samples[: walk.SKIP_SAMPLES - len(rep.skips.samples)])
+
+        for d in vol.dirs:
+            created, fixed = walk.ensure_dir(root_fd, d.path, uid, gid, d.mode,
+                                             set_owner=vol.chown != "never", dry_run=dry_run)
+            rep.created.extend(created)
+            if fixed:
+                rep.dirs_fixed.append(d.path)
+
+        # The root last: its being right is the proof that a walk finished.
+        if vol.chown != "never" and (root_st.st_uid, root_st.st_gid) != (uid, gid):
+            rep.root_changed = True
+            if not dry_run:
+                try:
+                    os.fchown(root_fd, uid, gid)
+                except OSError as exc:
+                    raise walk.os_error("cannot change owner of", vol.path, exc) from None
+        if vol.mode is not None and stat.S_IMODE(root_st.st_mode) != vol.mode:
+            rep.root_changed = True
+            if not dry_run:
+                try:
+                    os.fchmod(root_fd, vol.mode)
+                except OSError as exc:
+                    raise walk.os_error("cannot change mode of", vol.path, exc) from None
+    finally:
+        os.close(root_fd)  # also drops the lock
+        rep.seconds = time.monotonic() - start
+    return rep
+
+
+def apply_spec(spec: Spec, *, dry_run: bool, say: Callable[[str], None],
+               progress: Callable[[str, int], None] | None = None) -> tuple[list[VolumeReport], list[VolinitError]]:
+    """Apply every volume; a failing volume does not stop the others."""
+    reports: list[VolumeReport] = []
+    errors: list[VolinitError] = []
+    for vol in spec.volumes:
+        try:
+            reports.append(apply_volume(vol, dry_run=dry_run, say=say, progress=progress))
+        except VolinitError as exc:
+            errors.append(exc)
+            rep = VolumeReport(vol.path, str(vol.owner), error=exc.line())
+            reports.append(rep)
+    return reports, errors

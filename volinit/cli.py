@@ -1,0 +1,294 @@
+"""The command line: parse with typer, call the engine, map errors to exit codes.
+
+Heavy modules (yaml, docker) are imported inside the commands that need them: the init
+container runs this on every `compose up`, and each import is paid at every start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Callable, List, Optional
+
+import typer
+
+from volinit import __version__
+from volinit.errors import (EXIT_BUG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                            UsageError, VolinitError)
+
+EXIT_TERMINATED = 143
+SPEC_ENV = "VOLINIT_SPEC"
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="""Make mounted volumes and temp dirs usable by a non-root, read-only service.
+
+Runs as a one-shot init container (reads /etc/volinit/volinit.yaml by default), as an
+ad-hoc repair, or as a check before the service starts.
+
+\b
+Exit codes: 0 done (also "nothing to do"), 1 something could not be done or doctor
+found problems, 2 usage or spec error (nothing touched), 130 interrupted, 143 terminated.
+Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair).
+""",
+)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (docker stop): unwind, closing fds, and exit 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def say(line: str) -> None:
+    print(f"volinit: {line}", file=sys.stderr, flush=True)
+
+
+def error(line: str) -> None:
+    print(f"volinit: error: {line}", file=sys.stderr, flush=True)
+
+
+def run(fn: Callable[[], int]) -> None:
+    """The one place exceptions become exit codes."""
+    try:
+        code = fn()
+    except VolinitError as exc:
+        error(exc.line())
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        error("interrupted; rerun to finish (the volume root is fixed last, so a rerun walks again)")
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        error("terminated; rerun to finish (the volume root is fixed last, so a rerun walks again)")
+        code = EXIT_TERMINATED
+    raise typer.Exit(code)
+
+
+class Progress:
+    """Counts for long walks: a live line on a terminal, a line every few seconds in logs."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.every = 0.5 if self.tty else every
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def __call__(self, path: str, entries: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = entries / max(now - self.start, 1e-9)
+        text = f"volinit: {path}: {entries} entries walked, {rate:,.0f}/s"
+        if self.tty:
+            sys.stderr.write(f"\r\033[K{text}")
+            self.shown = True
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"volinit {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+@app.command("apply")
+def apply_cmd(
+    paths: Optional[List[str]] = typer.Argument(None, metavar="[PATH]...", show_default=False,
+                                                help="Volumes to fix without a spec file (needs --owner)."),
+    file: Optional[str] = typer.Option(None, "-f", "--file", metavar="SPEC",
+                                       help=f"Spec file [default: ${SPEC_ENV}, else /etc/volinit/volinit.yaml]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    owner: Optional[str] = typer.Option(None, "--owner", metavar="UID[:GID]", help="Owner for PATH volumes."),
+    mode: Optional[str] = typer.Option(None, "--mode", metavar="MODE", help='Mode of each PATH root, e.g. "0750".'),
+    chown: str = typer.Option("on-root-mismatch", "--chown", metavar="POLICY",
+                              help="on-root-mismatch (walk only when the root is wrong), always, never."),
+    dirs: List[str] = typer.Option([], "--dir", metavar="REL", help="Dir to create in each PATH (repeatable)."),
+    prune: Optional[str] = typer.Option(None, "--prune", metavar="DUR",
+                                        help="Prune entries of each --dir older than DUR, e.g. 24h."),
+) -> None:
+    """Give volumes their owner and mode, create their dirs, prune old orphans.
+
+    \b
+    Example (the init service; the spec arrives as a compose config):
+      volinit apply
+      volinit apply -f volinit.yaml --dry-run
+    Example (ad hoc, no spec file):
+      volinit apply /app/cache --owner 1000:1000 --dir .tmp --prune 24h
+    """
+    adhoc = {"--owner": owner, "--mode": mode, "--prune": prune, "--dir": dirs or None,
+             "--chown": None if chown == "on-root-mismatch" else chown}
+
+    def go() -> int:
+        from volinit import spec as specmod
+        from volinit.apply import apply_spec
+
+        if paths:
+            if file:
+                raise UsageError("-f/--file", "", "cannot be combined with PATH arguments",
+                                 "use either a spec file or PATH... --owner U:G")
+            spec = specmod.from_flags(list(paths), owner, mode, chown, list(dirs), prune)
+        else:
+            given = [k for k, v in adhoc.items() if v is not None]
+            if given:
+                raise UsageError(given[0], "", "only applies to PATH arguments",
+                                 "name the volumes, e.g. volinit apply /data --owner 1000:1000, or put it in the spec")
+            spec = specmod.load(file or os.environ.get(SPEC_ENV) or specmod.DEFAULT_SPEC_PATH)
+        progress = Progress()
+        try:
+            reports, errors = apply_spec(spec, dry_run=dry_run, say=say, progress=progress)
+        finally:
+            progress.done()
+        for rep in reports:
+            if rep.error is None:
+                say(("dry run: " if dry_run else "") + rep.summary(dry_run))
+        for exc in errors:
+            error(exc.line())
+        if as_json:
+            doc = {"dry_run": dry_run, "ok": not errors, "volumes": [r.as_dict() for r in reports]}
+            print(json.dumps(doc, indent=2))
+        return EXIT_FAILED if errors else EXIT_OK
+
+    run(go)
+
+
+@app.command("prune")
+def prune_cmd(
+    directory: str = typer.Argument(..., metavar="DIR", help="Dir whose old entries go (never DIR itself)."),
+    older_than: str = typer.Option(..., "--older-than", metavar="DUR", help="Age by mtime, e.g. 90m, 24h, 1d12h."),
+    keep: List[str] = typer.Option([], "--keep", metavar="GLOB", help="Names never removed (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; remove nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Remove entries below DIR not modified for DUR: orphans of killed jobs.
+
+    Never follows symlinks (a link goes as a link), never crosses into another
+    filesystem, never removes DIR itself or a --keep match; an old directory goes
+    once it is empty.
+
+    \b
+    Example:
+      volinit prune /app/cache/.tmp --older-than 24h --keep '*.lock'
+    """
+
+    def go() -> int:
+        from volinit import spec as specmod
+        from volinit import walk
+        from volinit.prune import prune_dir
+
+        age = specmod.parse_duration(older_than, "--older-than")
+        globs = specmod.parse_keep(list(keep), "--keep") if keep else ()
+        path = specmod.parse_prune_dir(directory, "DIR")
+        start = time.monotonic()
+        fd = walk.open_volume(path)
+        try:
+            res = prune_dir(fd, age, globs, dry_run=dry_run)
+        finally:
+            os.close(fd)
+        verb = "would remove" if dry_run else "removed"
+        skipped = f", skipped {res.skips.total} on other filesystems" if res.skips.total else ""
+        say(f"{path}: {verb} {res.removed} entries ({res.bytes} bytes), kept {res.kept} by pattern{skipped}; "
+            f"{time.monotonic() - start:.2f} s")
+        if as_json:
+            print(json.dumps({"path": path, "dry_run": dry_run, "removed": res.removed, "bytes": res.bytes,
+                              "kept": res.kept, "skipped": res.skips.counts}, indent=2))
+        return EXIT_OK
+
+    run(go)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    min_free: Optional[str] = typer.Option(None, "--min-free", metavar="SIZE",
+                                           help="Free space the temp dir needs, e.g. 64M, 2G."),
+    paths: List[str] = typer.Option([], "--path", metavar="DIR",
+                                    help="Dir whose data must outlive the container (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Check, as the service user, that temp and cache dirs will work.
+
+    Checks the temp dir Python's tempfile would pick, each cache variable that is set
+    (TMPDIR, XDG_CACHE_HOME, HF_HOME, TORCH_HOME, VOLINIT_DIRS), free space against
+    --min-free, and that each --path is on a mounted volume. Exit 1 on any problem.
+
+    \b
+    Example:
+      docker run --rm --user 1000 --read-only -v cache:/app/cache \\
+        -e TMPDIR=/app/cache/.tmp volinit doctor --min-free 2G --path /app/cache
+    """
+
+    def go() -> int:
+        from volinit import doctor
+
+        need = doctor.parse_size(min_free) if min_free is not None else None
+        return doctor.run(list(paths), need, as_json)
+
+    run(go)
+
+
+@app.command("repair")
+def repair_cmd(
+    volumes: List[str] = typer.Argument(..., metavar="VOLUME...", help="Names of Docker volumes."),
+    owner: str = typer.Option(..., "--owner", metavar="UID[:GID]", help="The service's user."),
+    dirs: List[str] = typer.Option([], "--dir", metavar="REL", help="Dir to create in each volume (repeatable)."),
+    prune: Optional[str] = typer.Option(None, "--prune", metavar="DUR", help="Prune each --dir of entries older than DUR."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="IMAGE",
+                                        help="volinit image [default: $VOLINIT_IMAGE, else volinit:latest]."),
+    force: bool = typer.Option(False, "--force", help="Repair even while running containers use a volume."),
+) -> None:
+    """From the host, fix old volumes with the volinit image (chown: always).
+
+    Needs the Docker SDK: pip install 'volinit[docker]'. Refuses while a running
+    container has a volume mounted (it names them) unless --force.
+
+    \b
+    Example:
+      volinit repair ocr_cache ocr_models --owner 1000:1000 --dir .tmp --prune 24h
+    """
+
+    def go() -> int:
+        from volinit import repair
+
+        return repair.run(list(volumes), owner, list(dirs), prune, image, force)
+
+    run(go)
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(args=argv, prog_name="volinit")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+    except Exception:  # a bug, not a user error: show everything
+        import traceback
+
+        traceback.print_exc()
+        error("this is a bug in volinit; please report it with the traceback above")
+        return EXIT_BUG
+    return EXIT_OK
