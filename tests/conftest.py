@@ -1,0 +1,68 @@
+"""Shared fixtures: root-only tests, and the Docker engine plus the volinit image.
+
+Docker tests are marked `docker`. On a laptop without an engine they skip; in CI
+(CI=true) a missing engine or image is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(why: str) -> None:
+    """Skip on a developer's machine; fail in CI, where everything must run."""
+    if IN_CI:
+        pytest.fail(f"{why} (CI must run this test; scripts/docker-up sets Docker up)", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def as_root() -> None:
+    if os.geteuid() != 0:
+        unavailable("needs root (chown to other uids)")
+
+
+@pytest.fixture(scope="session")
+def docker_ok() -> None:
+    if shutil.which("docker") is None:
+        unavailable("no docker client")
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        unavailable("no Docker engine answers `docker info`; run scripts/docker-up")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_ok: None) -> str:
+    """The base image the volinit image builds FROM (scripts/docker-up makes sure it exists)."""
+    image = os.environ.get("BASE_IMAGE", "python:3.12-slim")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        unavailable(f"base image {image} is missing; run scripts/docker-up and export the BASE_IMAGE it prints")
+    return image
+
+
+@pytest.fixture(scope="session")
+def volinit_image(base_image: str) -> str:
+    """Build the project's image once per test session; its tag is $VOLINIT_IMAGE or volinit:test."""
+    tag = os.environ.get("VOLINIT_IMAGE", "volinit:test")
+    build = subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base_image}", "-t", tag, str(REPO)],
+        capture_output=True, text=True,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"docker build failed:\n{build.stdout}\n{build.stderr}", pytrace=False)
+    return tag
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # every docker-marked test needs the engine; the fixture decides skip (laptop) or fail (CI)
+    for item in items:
+        if item.get_closest_marker("docker") and "docker_ok" not in getattr(item, "fixturenames", ()):
+            item.fixturenames.insert(0, "docker_ok")  # type: ignore[attr-defined]
