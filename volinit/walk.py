@@ -72,6 +72,8 @@ def open_volume(path: str) -> int:
             try:
                 nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
+                if exc.errno == errno.ENOTDIR and is_symlink(fd, name):
+                    exc = OSError(errno.ELOOP, "is a symlink")
                 raise os_error("cannot open volume", path, exc) from None
             os.close(fd)
             fd = nfd
@@ -79,6 +81,14 @@ def open_volume(path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def is_symlink(dir_fd: int, name: str) -> bool:
+    """O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a symlink; tell the user which it was."""
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def open_subdir(parent_fd: int, name: str, expect: os.stat_result | None = None) -> tuple[int, os.stat_result]:
@@ -243,7 +253,9 @@ def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
                 except OSError as exc:
                     raise os_error("cannot open", path, exc) from None
             except OSError as exc:
-                why = "exists and is not a directory" if exc.errno in (errno.ENOTDIR, errno.ELOOP) else None
+                why = None
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    why = "is a symlink" if is_symlink(fd, name) else "exists and is not a directory"
                 if why:
                     raise OperationError("cannot create", path, why,
                                          "move it out of the way; volinit will not replace it") from None
