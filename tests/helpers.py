@@ -1,0 +1,73 @@
+"""Small helpers shared by the tests: run the CLI as a user would, build trees, read owners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def volinit(*args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> Result:
+    """Run `python -m volinit ARGS` in a subprocess and capture what a user would see."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "volinit", *args], capture_output=True,
+                          text=True, env=full_env, timeout=600)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def owners(root: Path) -> dict[str, tuple[int, int]]:
+    """uid:gid of every entry below root (root included as "."), never following links."""
+    found = {".": _owner(root)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            found[str(p.relative_to(root))] = _owner(p)
+    return found
+
+
+def _owner(p: Path) -> tuple[int, int]:
+    st = os.lstat(p)
+    return st.st_uid, st.st_gid
+
+
+def ctimes(root: Path) -> dict[str, int]:
+    out = {".": os.lstat(root).st_ctime_ns}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = os.lstat(p).st_ctime_ns
+    return out
+
+
+def age(path: Path, days: float) -> None:
+    """Set a path's mtime (not following links) `days` into the past."""
+    import time
+
+    t = time.time() - days * 86400
+    os.utime(path, (t, t), follow_symlinks=False)
+
+
+
+def remove_chain(top: Path, name: str = "d") -> None:
+    """Remove a deep chain top/d/d/d/... without recursion (rmtree overflows at 1000 levels)."""
+    stack = [os.open(top, os.O_RDONLY)]
+    while True:
+        try:
+            stack.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY, dir_fd=stack[-1]))
+        except FileNotFoundError:
+            break
+    while len(stack) > 1:
+        child = stack.pop()
+        for entry in os.listdir(child):
+            os.unlink(entry, dir_fd=child)
+        os.close(child)
+        os.rmdir(name, dir_fd=stack[-1])
+    os.close(stack[0])

@@ -1,0 +1,89 @@
+"""The command line as a user meets it: help, version, usage errors, `volinit prune`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import age, volinit
+from volinit import __version__
+from volinit.cli import app
+
+COMMANDS = sorted(c.name for c in app.registered_commands)  # type: ignore[misc]
+
+
+def test_every_command_is_documented_with_an_example() -> None:
+    assert COMMANDS == ["apply", "doctor", "prune", "repair"]
+    for name in COMMANDS:
+        res = volinit(name, "--help")
+        assert res.code == 0, res.err
+        assert "Example" in res.out, name
+        assert f"volinit {name}" in res.out.split("Example", 1)[1], name
+
+
+def test_top_level_help_lists_exit_codes_and_env() -> None:
+    res = volinit("--help")
+    assert res.code == 0
+    for word in ("130 interrupted", "2 usage or spec error", "VOLINIT_SPEC", "VOLINIT_IMAGE", *COMMANDS):
+        assert word in res.out
+
+
+def test_version() -> None:
+    res = volinit("--version")
+    assert (res.code, res.out.strip()) == (0, f"volinit {__version__}")
+
+
+@pytest.mark.parametrize("args,word", [
+    (["apply", "--bogus"], "No such option"),
+    (["apply", "/data", "-f", "x.yaml", "--owner", "1"], "cannot be combined"),
+    (["apply", "--owner", "1000"], "only applies to PATH arguments"),
+    (["apply", "/data"], "--owner"),
+    (["apply", "/", "--owner", "1000"], "refusing system path /"),
+    (["prune", "/x"], "--older-than"),
+    (["prune", "/etc/ssl", "--older-than", "1d"], "refusing to prune system path /etc/ssl"),
+    (["prune", "/", "--older-than", "1d"], "refusing to prune system path /"),
+    (["prune", "/data", "--older-than", "yesterday"], "bad duration"),
+    (["doctor", "--min-free", "lots"], "--min-free"),
+    (["repair", "v1", "--owner", "root"], "bad owner"),
+])
+def test_usage_errors_exit_2_with_one_line(args: list[str], word: str) -> None:
+    res = volinit(*args)
+    assert res.code == 2, res
+    assert word in res.err
+    assert "Traceback" not in res.err
+
+
+def test_missing_default_spec_says_how_to_provide_one(tmp_path: Path) -> None:
+    res = volinit("apply", env={"VOLINIT_SPEC": str(tmp_path / "absent.yaml")})
+    assert res.code == 2
+    assert res.err.startswith("volinit: error: spec at ") and "-f SPEC, or set VOLINIT_SPEC" in res.err
+
+
+@pytest.mark.usefixtures("as_root")
+def test_prune_command(tmp_path: Path) -> None:
+    d = tmp_path / "tmp"
+    (d / "job-1").mkdir(parents=True)
+    (d / "job-1" / "part").write_bytes(b"x" * 4096)
+    (d / "fresh").write_text("x")
+    (d / "keep.lock").write_text("x")
+    (d / "outside-link").symlink_to(tmp_path)
+    for p in ("job-1/part", "job-1", "keep.lock", "outside-link"):
+        age(d / p, 2)
+    dry = volinit("prune", str(d), "--older-than", "1d", "--keep", "*.lock", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert json.loads(dry.out)["removed"] == 3 and (d / "job-1" / "part").exists()
+    res = volinit("prune", str(d), "--older-than", "1d", "--keep", "*.lock", "--json")
+    assert res.code == 0, res.err
+    assert sorted(os.listdir(d)) == ["fresh", "keep.lock"]
+    doc = json.loads(res.out)
+    assert (doc["removed"], doc["kept"]) == (3, 1) and doc["bytes"] >= 4096
+    assert tmp_path.is_dir()  # the link went, not its target
+    assert "removed 3 entries" in res.err
+
+
+def test_prune_of_missing_dir_exits_1(tmp_path: Path) -> None:
+    res = volinit("prune", str(tmp_path / "gone"), "--older-than", "1d")
+    assert res.code == 1 and "No such file or directory" in res.err
