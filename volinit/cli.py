@@ -278,8 +278,25 @@ def repair_cmd(
     run(go)
 
 
+def _raise_nofile_limit() -> None:
+    """Lift the soft open-file limit to the hard one: the walk holds two fds per level.
+
+    Docker's default soft limit of 1024 stops a walk about 500 levels down with EMFILE, and
+    a tree that deep is cheap for the volume's user to make.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # an unlimited hard limit is refused; the soft limit then stays, and EMFILE says so
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _raise_nofile_limit()
     try:
         app(args=argv, prog_name="volinit")
     except SystemExit as exc:
