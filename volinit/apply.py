@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class VolumeReport:
         parts.append(f"{would} {self.changed + self.root_changed}")
         if self.skips.total:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skips.counts.items()))
-            parts.append(f"skipped {self.skips.total} ({reasons}: {'; '.join(self.skips.samples)})")
+            parts.append(f"skipped {self.skips.total} ({reasons}: {_printable('; '.join(self.skips.samples))})")
         if self.created:
             parts.append(("would create " if dry_run else "created ") + ", ".join(self.created))
         if self.dirs_fixed:
@@ -63,6 +64,15 @@ class VolumeReport:
             parts.append(f"{'would prune' if dry_run else 'pruned'} {self.pruned} entries ({_size(self.pruned_bytes)})")
         parts.append(f"{self.seconds:.2f} s")
         return f"{self.path}: " + "; ".join(parts)
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a file name is the volume user's to choose, and one
+    holding a newline would otherwise forge a line of volinit's log."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _size(n: int) -> str:
