@@ -317,7 +317,7 @@ def test_file_where_a_dir_should_be(shell: Shell, work: Path) -> None:
     (work / "cache").write_text("not a dir")
     line = assert_one_error_line(run_shim(shell, ["true"], {"HF_HOME": str(work / "cache")}))
     assert f"HF_HOME={work}/cache: cannot use it as uid:gid 0:0 (it is not a directory)" in line
-    assert f"remove {work}/cache" in line
+    assert f"point HF_HOME at a directory, or move {work}/cache out of the way" in line
     line = assert_one_error_line(run_shim(shell, ["true"], {"TORCH_HOME": str(work / "cache/torch")}))
     assert f"TORCH_HOME={work}/cache/torch: cannot create it" in line
     assert f"({work}/cache is not a directory)" in line
