@@ -51,7 +51,7 @@ class VolumeReport:
         would = "would change" if dry_run else "changed"
         parts = [f"owner {self.owner}", self.decision]
         if self.entries:
-            parts.append(f"{self.entries} entries walked")
+            parts.append(f"{_n(self.entries, 'entry', 'entries')} walked")
         parts.append(f"{would} {self.changed + self.root_changed}")
         if self.skips.total:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skips.counts.items()))
@@ -61,7 +61,8 @@ class VolumeReport:
         if self.dirs_fixed:
             parts.append(("would fix " if dry_run else "fixed ") + ", ".join(self.dirs_fixed))
         if self.pruned:
-            parts.append(f"{'would prune' if dry_run else 'pruned'} {self.pruned} entries ({_size(self.pruned_bytes)})")
+            parts.append(f"{'would prune' if dry_run else 'pruned'} {_n(self.pruned, 'entry', 'entries')} "
+                         f"({_size(self.pruned_bytes)})")
         parts.append(f"{self.seconds:.2f} s")
         return f"{self.path}: " + "; ".join(parts)
 
@@ -73,6 +74,10 @@ def _printable(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _size(n: int) -> str:
