@@ -180,6 +180,9 @@ def apply_spec(spec: Spec, *, dry_run: bool, say: Callable[[str], None],
         try:
             reports.append(apply_volume(vol, dry_run=dry_run, say=say, progress=progress))
         except VolinitError as exc:
+            # the walker names entries relative to the volume; say which volume
+            if exc.where and not exc.where.startswith("/"):
+                exc.where = f"{vol.path}/{exc.where}"
             errors.append(exc)
             rep = VolumeReport(vol.path, str(vol.owner), error=exc.line())
             reports.append(rep)

@@ -207,6 +207,9 @@ def prune_cmd(
         fd = walk.open_volume(path)
         try:
             res = prune_dir(fd, age, globs, dry_run=dry_run)
+        except VolinitError as exc:
+            exc.where = f"{path}/{exc.where}"  # prune names entries relative to DIR
+            raise
         finally:
             os.close(fd)
         verb = "would remove" if dry_run else "removed"
