@@ -16,8 +16,7 @@ from typing import Callable, List, Optional
 import typer
 
 from volinit import __version__
-from volinit.errors import (EXIT_BUG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
-                            UsageError, VolinitError)
+from volinit.errors import EXIT_BUG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, VolinitError
 
 EXIT_TERMINATED = 143
 SPEC_ENV = "VOLINIT_SPEC"

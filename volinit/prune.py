@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from volinit.walk import Skips, SKIP_MOUNT, join, open_subdir, os_error
+from volinit.walk import SKIP_MOUNT, Skips, join, open_subdir, os_error
 
 
 @dataclass

@@ -134,7 +134,7 @@ def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
     dev = root_st.st_dev
     chown_links = hardlinks == "chown"
     lchown = os.chown
-    S_ISDIR, S_ISREG, S_ISLNK = stat.S_ISDIR, stat.S_ISREG, stat.S_ISLNK
+    S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
     S_ISCHR, S_ISBLK = stat.S_ISCHR, stat.S_ISBLK
     tick = 0
 
