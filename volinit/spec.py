@@ -18,8 +18,9 @@ HARDLINK_POLICIES = ("skip", "chown")
 DEFAULT_SPEC_PATH = "/etc/volinit/volinit.yaml"
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
-_OWNER = re.compile(r"(\d+)(?::(\d+))?")
+_DURATION_PART = re.compile(r"([0-9]{1,20})([smhdw])")  # bounded: int() refuses 4300+ digits
+_MAX_DURATION = 100 * 365 * 86400
+_OWNER = re.compile(r"([0-9]{1,20})(?::([0-9]{1,20}))?")  # ASCII digits, bounded: int() refuses 4300+
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown(2)
 
 # Where a chown -R would wreck the container (or the host, through a bind mount).
@@ -78,6 +79,8 @@ def parse_duration(value: Any, key: str) -> int:
                         "use <number><unit> with units s, m, h, d, w, e.g. 90m, 24h, 1d12h")
     if total == 0:
         raise SpecError(key, f"duration {text!r} is zero", "a prune age must be positive")
+    if total > _MAX_DURATION:  # also keeps `now - age` within a float
+        raise SpecError(key, f"duration {_show(text)} is longer than 100 years", "use a shorter age, e.g. 30d")
     return total
 
 
