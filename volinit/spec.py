@@ -174,7 +174,12 @@ def _is_system_path(parts: list[str]) -> bool:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    # reprlib, not repr: YAML aliases make a short spec whose full repr is gigabytes
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 60, 60
+    text = short.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
