@@ -123,9 +123,7 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                 os.close(dfd)
             rep.pruned += res.removed
             rep.pruned_bytes += res.bytes
-            for reason, n in res.skips.counts.items():
-                rep.skips.counts[reason] = rep.skips.counts.get(reason, 0) + n
-            rep.skips.samples.extend(f"{d.path}/{s}" for s in res.skips.samples[: walk.SKIP_SAMPLES - len(rep.skips.samples)])
+            rep.skips.merge(res.skips, prefix=f"{d.path}/")
 
         root_st = os.fstat(root_fd)
         if vol.chown == "never":
@@ -133,15 +131,13 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
         elif vol.chown == "on-root-mismatch" and _root_right(root_st, vol):
             rep.decision = "root already right, walk skipped"
         else:
-            rep.decision = ("chown always: walked" if vol.chown == "always"
-                        else f"root was {root_st.st_uid}:{root_st.st_gid} {stat.S_IMODE(root_st.st_mode):04o}: walked")
+            was = f"{root_st.st_uid}:{root_st.st_gid} {stat.S_IMODE(root_st.st_mode):04o}"
+            rep.decision = "chown always: walked" if vol.chown == "always" else f"root was {was}: walked"
             cb = (lambda n: progress(vol.path, n)) if progress else None
             res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
                                    dry_run=dry_run, progress=cb)
             rep.entries, rep.changed = res2.entries, res2.changed
-            for reason, n in res2.skips.counts.items():
-                rep.skips.counts[reason] = rep.skips.counts.get(reason, 0) + n
-            rep.skips.samples.extend(res2.skips.samples[: walk.SKIP_SAMPLES - len(rep.skips.samples)])
+            rep.skips.merge(res2.skips)
 
         for d in vol.dirs:
             created, fixed = walk.ensure_dir(root_fd, d.path, uid, gid, d.mode,

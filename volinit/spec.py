@@ -101,7 +101,8 @@ def parse_owner(value: Any, key: str) -> Owner:
     match = _OWNER.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise SpecError(key, f"bad owner {_show(value)}",
-                        'use numeric "UID" or "UID:GID", e.g. "1000:1000"; names need /etc/passwd, which the volume\'s users may not share')
+                        'use numeric "UID" or "UID:GID", e.g. "1000:1000"; '
+                        "names need /etc/passwd, which the volume's users may not share")
     uid = int(match.group(1))
     gid = int(match.group(2)) if match.group(2) is not None else uid
     if uid > _MAX_ID or gid > _MAX_ID:
@@ -131,7 +132,8 @@ def parse_rel_dir(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SpecError(key, f"bad directory name {_show(value)}", "use a relative path such as .tmp or cache/models")
     if value.startswith("/"):
-        raise SpecError(key, f"directory {value!r} is absolute", "dirs are relative to their volume; drop the leading /")
+        raise SpecError(key, f"directory {value!r} is absolute",
+                        "dirs are relative to their volume; drop the leading /")
     if "\0" in value:
         raise SpecError(key, "directory name contains a NUL byte")
     parts = [p for p in value.split("/") if p and p != "."]
@@ -215,14 +217,15 @@ def _volume_spec(path: Any, raw: Any, default_owner: Owner | None, key: str) -> 
     elif default_owner is not None:
         owner = default_owner
     else:
-        raise SpecError(f"{key}.owner", "no owner for this volume", 'set a top-level owner: "1000:1000" or one per volume')
+        raise SpecError(f"{key}.owner", "no owner for this volume",
+                        'set a top-level owner: "1000:1000" or one per volume')
     dirs_raw = body.get("dirs") or {}
     if not isinstance(dirs_raw, dict):
         raise SpecError(f"{key}.dirs", f"expected a mapping of relative paths, got {_show(dirs_raw)}",
                         "e.g. dirs: {.tmp: {mode: \"0700\"}}")
     dirs = tuple(_dir_spec(rel, d, f"{key}.dirs.{rel}") for rel, d in dirs_raw.items())
     seen: set[str] = set()
-    for d, rel in zip(dirs, dirs_raw):
+    for d, rel in zip(dirs, dirs_raw, strict=True):
         if d.path in seen:
             raise SpecError(f"{key}.dirs.{rel}", f"directory {d.path!r} is listed twice")
         seen.add(d.path)
@@ -238,7 +241,7 @@ def _volume_spec(path: Any, raw: Any, default_owner: Owner | None, key: str) -> 
 
 def _check_overlaps(volumes: tuple[VolumeSpec, ...], keys: list[str]) -> None:
     seen: dict[str, str] = {}
-    for vol, key in zip(volumes, keys):
+    for vol, key in zip(volumes, keys, strict=True):
         if vol.path in seen:
             raise SpecError(key, f"volume {vol.path} is listed twice (also as {seen[vol.path]})")
         seen[vol.path] = key
@@ -256,7 +259,7 @@ def from_data(data: Any) -> Spec:
     if not isinstance(vols_raw, dict) or not vols_raw:
         raise SpecError("volumes", "no volumes", "list at least one mounted volume path under volumes:")
     keys = [f"volumes.{p}" for p in vols_raw]
-    volumes = tuple(_volume_spec(p, v, owner, k) for (p, v), k in zip(vols_raw.items(), keys))
+    volumes = tuple(_volume_spec(p, v, owner, k) for (p, v), k in zip(vols_raw.items(), keys, strict=True))
     _check_overlaps(volumes, keys)
     return Spec(volumes)
 
@@ -334,5 +337,6 @@ def parse_prune_dir(value: str, key: str) -> str:
     if parts == ["tmp"]:  # the classic target of tmpreaper-style cleaning
         return path
     if _is_system_path(parts):
-        raise SpecError(key, f"refusing to prune system path {path}", "name the temp or cache dir itself, e.g. /app/cache/.tmp")
+        raise SpecError(key, f"refusing to prune system path {path}",
+                        "name the temp or cache dir itself, e.g. /app/cache/.tmp")
     return path

@@ -40,6 +40,13 @@ class Skips:
         if len(self.samples) < SKIP_SAMPLES:
             self.samples.append(f"{path} ({reason})")
 
+    def merge(self, other: Skips, prefix: str = "") -> None:
+        """Add another walk's skips, its sample paths placed under prefix."""
+        for reason, n in other.counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + n
+        room = SKIP_SAMPLES - len(self.samples)
+        self.samples.extend(prefix + s for s in other.samples[:max(room, 0)])
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
