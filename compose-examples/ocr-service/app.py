@@ -9,6 +9,8 @@ the move is a rename on the same filesystem.
 import http.server
 import os
 import shutil
+import signal
+import sys
 import tempfile
 
 CACHE = os.environ.get("HF_HOME", "/app/cache")
@@ -49,5 +51,7 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 gets no default action for SIGTERM: without this, `docker stop` waits 10 s to kill
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"ocr-service: model {fetch_model()} -> {MODEL}", flush=True)
     http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Health).serve_forever()  # noqa: S104
