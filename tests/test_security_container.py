@@ -1,0 +1,220 @@
+"""SECURITY.md's promises in real container runs of the volinit image.
+
+The volume is a host directory bind-mounted into the container, so the test can plant what
+a hostile user would (links to the container's own files, a hard link to a root file on the
+same filesystem, a device node, a 3000-deep tree) and read every owner back afterwards.
+Runs are hardened as the compose examples run them unless a row says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_security import count, entries, make_files, owners, tmpfs
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("as_root")]
+
+HARDENED = ["--read-only", "--network", "none", "--cap-drop", "ALL", "--cap-add", "CHOWN",
+            "--cap-add", "FOWNER", "--cap-add", "DAC_OVERRIDE", "--security-opt", "no-new-privileges"]
+SPEC = 'version: 1\nowner: "1000:1000"\nvolumes:\n  /vol: {}\n'
+DEEP = 3000
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("volinit: error: ")]
+
+
+def docker_run(image: str, *args: str, flags: tuple[str, ...] = (), timeout: float = 300) -> Run:
+    name = f"volinit-sec-{uuid.uuid4().hex[:12]}"
+    try:
+        proc = subprocess.run(["docker", "run", "--name", name, *flags, image, *args], capture_output=True,
+                              text=True, errors="replace", timeout=timeout)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def make_deep(root: Path, depth: int) -> None:
+    """root/d/d/.../d/file, depth levels: fd-relative, as the path outgrows PATH_MAX."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.close(os.open("file", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def hostile_volume(box: Path) -> tuple[Path, Path]:
+    """A volume its user has filled with traps, and a root-owned dir beside it."""
+    vol, outside = box / "vol", box / "outside"
+    make_files(outside, 2, 3)
+    (outside / "secret").write_text("root's\n")
+    os.chmod(outside / "secret", 0o600)
+    make_files(vol, 3, 5)
+    (vol / "shadow").symlink_to("/etc/shadow")  # the container's own
+    (vol / "slash").symlink_to("/")
+    (vol / "out").symlink_to("/outside")  # outside, mounted into the container
+    (vol / "up").symlink_to("../outside")
+    (vol / "loop").symlink_to("loop")
+    (vol / "ping").symlink_to("pong")
+    (vol / "pong").symlink_to("ping")
+    os.link(outside / "secret", vol / "hardlink")  # same filesystem: both under box
+    os.mknod(vol / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (vol / "inner").mkdir()  # a tmpfs is mounted here in the container
+    (vol / "new\nline").write_text("x")
+    (vol / "dir\nwith newline").mkdir()
+    (vol / "dir\nwith newline" / "f").write_text("x")
+    os.close(os.open(bytes(vol) + b"/bad\xff\xfeutf8", os.O_CREAT | os.O_WRONLY, 0o644))
+    (vol / ("n" * 255)).write_text("x")
+    make_deep(vol, DEEP)
+    return vol, outside
+
+
+# Runs inside the container: a prior step puts a file on the inner tmpfs, then volinit runs
+# as the image runs it, then the owners volinit must not have changed are printed.
+HOSTILE_SCRIPT = """
+echo made-by-a-prior-step > /vol/inner/f
+before=$(stat -c '%n %u:%g %a' /etc/shadow / /vol/inner /vol/inner/f /outside /outside/secret)
+volinit apply --json
+rc=$?
+echo ---
+echo "$before"
+echo ---
+stat -c '%n %u:%g %a' /etc/shadow / /vol/inner /vol/inner/f /outside /outside/secret
+exit $rc
+"""
+
+
+def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_image: str, tmp_path: Path) -> None:
+    vol, outside = hostile_volume(tmp_path)
+    spec = tmp_path / "volinit.yaml"
+    spec.write_text(SPEC)
+    before = owners(outside)
+    run = docker_run(
+        volinit_image, "-c", HOSTILE_SCRIPT,
+        flags=(*HARDENED, "--entrypoint", "sh",
+               # Docker's usual soft limit: a walk 3000 deep holds ~6000 fds
+               "--ulimit", "nofile=1024:20000",
+               "-v", f"{vol}:/vol", "-v", f"{outside}:/outside", "--mount", "type=tmpfs,dst=/vol/inner",
+               "-v", f"{spec}:/etc/volinit/volinit.yaml:ro"))
+    assert run.code == 0, run.err
+    report, in_container_before, in_container_after = run.out.split("\n---\n")
+    # the container's /etc/shadow, its /, the inner tmpfs and the outside dir: unchanged
+    assert in_container_after.strip() == in_container_before.strip()
+    assert "/vol/inner/f 0:0" in in_container_after and "/etc/shadow 0:" in in_container_after
+    assert owners(outside) == before
+    # the skips are reported, in the JSON and in the summary line
+    skipped = json.loads(report)["volumes"][0]["skipped"]
+    assert skipped["by_reason"] == {"device node": 1, "hard link": 1, "other filesystem": 1}
+    assert "skipped 3 (1 device node, 1 hard link, 1 other filesystem: " in run.err
+    # the device node and the hard link stay root's; every other entry is the user's now
+    left = {"null", "hardlink", "inner"}  # inner: the dir under the tmpfs, never seen
+    for rel, st in entries(vol):
+        want = (0, 0) if rel in left else (1000, 1000)
+        assert (st.st_uid, st.st_gid) == want, rel
+    assert stat.S_ISCHR(os.lstat(vol / "null").st_mode)
+    assert os.stat(vol).st_uid == 1000
+    assert count(vol, "-name", "file", "-uid", "1000") == 1  # the bottom of the 3000-deep tree
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        pytest.param(("--cap-drop", "ALL", "-v", "{vol}:/vol"),
+                     "Operation not permitted (volinit needs root with CAP_CHOWN", id="cap-drop-all-alone"),
+        pytest.param((*HARDENED, "-v", "{vol}:/vol:ro"),
+                     "Read-only file system (the volume is mounted read-only; mount it read-write",
+                     id="read-only-mount"),
+    ],
+)
+def test_a_fault_is_one_clear_line_and_the_next_run_finishes(volinit_image: str, tmp_path: Path,
+                                                               fault: tuple[str, ...], message: str) -> None:
+    vol = tmp_path / "vol"
+    total = make_files(vol, 3, 5)
+    argv = ("apply", "/vol", "--owner", "1000", "--dir", ".tmp")
+    failed = docker_run(volinit_image, *argv, flags=tuple(f.format(vol=vol) for f in fault))
+    assert failed.code == 1
+    [line] = failed.errors
+    assert line.startswith("volinit: error: cannot change owner of /vol/") and message in line
+    assert os.stat(vol).st_uid == 0  # the root says the job is not done
+    fixed = docker_run(volinit_image, *argv, flags=(*HARDENED, "-v", f"{vol}:/vol"))
+    assert fixed.code == 0, fixed.err
+    assert count(vol, "-uid", "1000") == total + 1 and os.stat(vol).st_uid == 1000
+
+
+@contextlib.contextmanager
+def detached(image: str, *args: str, flags: tuple[str, ...]) -> Iterator[str]:
+    name = f"volinit-sec-{uuid.uuid4().hex[:12]}"
+    subprocess.run(["docker", "run", "-d", "--name", name, *flags, image, *args], check=True,
+                   capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def inspect(name: str, fmt: str) -> str:
+    return subprocess.run(["docker", "inspect", "-f", fmt, name], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def wait_for_walk(name: str, timeout: float = 30) -> None:
+    """Return once the container's volinit (its PID 1) has the volume open."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = inspect(name, "{{.State.Pid}}")
+        fds = Path(f"/proc/{pid}/fd")
+        with contextlib.suppress(OSError):
+            for fd in fds.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == "/vol":
+                        return
+        time.sleep(0.005)
+    raise AssertionError(f"volinit in {name} never opened /vol")
+
+
+@pytest.mark.parametrize(("how", "code", "word"), [(["stop", "-t", "10"], 143, "terminated"),
+                                                   (["kill", "-s", "INT"], 130, "interrupted")])
+def test_docker_stop_mid_walk_ends_it_promptly_and_a_rerun_finishes(volinit_image: str, tmp_path: Path,
+                                                                    how: list[str], code: int, word: str) -> None:
+    with tmpfs(tmp_path / "fs") as fs:
+        vol = fs / "vol"
+        total = make_files(vol, 100, 1000)
+        argv = ("apply", "/vol", "--owner", "1000")
+        with detached(volinit_image, *argv, flags=(*HARDENED, "-v", f"{vol}:/vol")) as name:
+            wait_for_walk(name)
+            time.sleep(0.1)
+            sent = time.monotonic()
+            subprocess.run(["docker", *how, name], check=True, capture_output=True)
+            subprocess.run(["docker", "wait", name], check=True, capture_output=True, timeout=10)
+            took = time.monotonic() - sent
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+            assert inspect(name, "{{.State.ExitCode}}") == str(code), logs
+        assert took < 3  # well inside docker stop's grace period: volinit, not SIGKILL, ended it
+        assert f"volinit: error: {word}; rerun to finish" in logs and "Traceback" not in logs
+        assert 0 < count(vol, "-uid", "1000") < total and os.stat(vol).st_uid == 0
+        rerun = docker_run(volinit_image, *argv, flags=(*HARDENED, "-v", f"{vol}:/vol"))
+        assert rerun.code == 0, rerun.err
+        assert count(vol, "-uid", "1000") == total and os.stat(vol).st_uid == 1000
