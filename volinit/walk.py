@@ -11,13 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import deque
 from dataclasses import dataclass, field
+from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG
 from typing import Callable, Iterator
 
 from volinit.errors import OperationError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SKIP_SAMPLES = 5  # how many example paths a report keeps per reason
+FORMAT_BITS = 0o170000  # st_mode & FORMAT_BITS is S_IFREG, S_IFDIR, ... (stat.S_IFMT() as a mask)
 
 # Reasons an entry is left alone; each is counted and reported with a few paths.
 SKIP_HARDLINK = "hard link"
@@ -126,103 +129,240 @@ class ChownResult:
     skips: Skips = field(default_factory=Skips)
 
 
+# The parent walks the top of a tree breadth first, alone, until it has seen this many
+# entries; if the tree goes on, workers take the subtrees it has opened so far. Below it,
+# forking costs more than it saves.
+PARALLEL_AFTER = 5000
+MAX_TASKS = 4096  # subtrees kept open for the workers at most (fds); past it they are walked in place
+PROGRESS_EVERY = 1024  # entries between progress calls (a worker also checks its parent is alive)
+
+
+class _Chowner:
+    """One walking process's settings and tallies: the parent's, or a forked worker's."""
+
+    def __init__(self, dev: int, uid: int, gid: int, hardlinks: str, dry_run: bool,
+                 progress: Callable[[int], None] | None) -> None:
+        self.dev, self.uid, self.gid = dev, uid, gid
+        self.chown_links = hardlinks == "chown"
+        self.dry_run = dry_run
+        self.progress = progress
+        self.res = ChownResult()
+        self.max_tasks = MAX_TASKS
+
+    def open_dir(self, parent_fd: int, entry: os.DirEntry[str], path: str) -> int:
+        """Open a listed directory, check it, give it the owner: its fd, or -1 when skipped.
+
+        No stat before the open: O_NOFOLLOW refuses a symlink swapped in, and the opened
+        inode must be the listed one (d_ino), else the name was replaced under us. The
+        fchown goes through the fd, to the inode checked, whatever the name is by now.
+        """
+        skips = self.res.skips
+        try:
+            fd = os.open(entry.name, DIR_FLAGS, dir_fd=parent_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            skips.add(SKIP_VANISHED, path)
+            return -1
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a symlink
+                skips.add(SKIP_VANISHED, path)
+                return -1
+            raise os_error("cannot open", path, exc) from None
+        try:
+            st = os.fstat(fd)
+            if st.st_dev != self.dev:
+                skips.add(SKIP_MOUNT, path)
+                os.close(fd)
+                return -1
+            if st.st_ino != entry.inode() and not _same_inode(parent_fd, entry.name, st):
+                skips.add(SKIP_VANISHED, path)
+                os.close(fd)
+                return -1
+            if st.st_uid != self.uid or st.st_gid != self.gid:
+                self.res.changed += 1
+                if not self.dry_run:
+                    try:
+                        os.fchown(fd, self.uid, self.gid)
+                    except OSError as exc:
+                        raise os_error("cannot change owner of", path, exc) from None
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def walk(self, top_fd: int, top: str, collect: deque[tuple[int, str]] | None = None) -> None:
+        """Fix every entry below the open directory top_fd (at relative path top), depth first.
+
+        With `collect`, the subdirectories of top itself are opened, fixed and appended to
+        it as (fd, path) for later, not walked (once it holds MAX_TASKS, the rest are).
+        """
+        res = self.res
+        skips = res.skips
+        dev, uid, gid = self.dev, self.uid, self.gid
+        chown_links, dry_run, progress = self.chown_links, self.dry_run, self.progress
+        lchown = os.chown
+        every = PROGRESS_EVERY
+        seen = res.entries
+
+        # The stack holds (fd, entries iterator, relative path); the fds are ours to close.
+        stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
+        top_dup = os.dup(top_fd)
+        stack.append((top_dup, os.scandir(top_dup), top))
+        try:
+            while stack:
+                fd, entries, base = stack[-1]
+                descended = False
+                for entry in entries:
+                    seen += 1
+                    if progress is not None and not seen % every:
+                        progress(seen)
+                    name = entry.name
+                    if not base and name in ROOT_EXCLUDES:
+                        skips.add(SKIP_EXCLUDED, name)
+                        continue
+                    # d_type from the listing: no syscall yet
+                    if entry.is_dir(follow_symlinks=False):
+                        path = join(base, name)
+                        sub_fd = self.open_dir(fd, entry, path)
+                        if sub_fd < 0:
+                            continue
+                        if collect is not None and fd == top_dup and len(collect) < self.max_tasks:
+                            collect.append((sub_fd, path))
+                            continue
+                        stack.append((sub_fd, os.scandir(sub_fd), path))
+                        descended = True
+                        break
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        skips.add(SKIP_VANISHED, join(base, name))
+                        continue
+                    if st.st_dev != dev:
+                        skips.add(SKIP_MOUNT, join(base, name))
+                        continue
+                    kind = st.st_mode & FORMAT_BITS
+                    if kind == S_IFREG:
+                        if st.st_nlink > 1 and not chown_links:
+                            skips.add(SKIP_HARDLINK, join(base, name))
+                            continue
+                    elif kind == S_IFCHR or kind == S_IFBLK:
+                        skips.add(SKIP_DEVICE, join(base, name))
+                        continue
+                    elif kind == S_IFDIR:  # listed as something else: swapped since
+                        skips.add(SKIP_VANISHED, join(base, name))
+                        continue
+                    if st.st_uid != uid or st.st_gid != gid:
+                        if dry_run:
+                            res.changed += 1
+                            continue
+                        try:
+                            lchown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                            res.changed += 1
+                        except FileNotFoundError:
+                            skips.add(SKIP_VANISHED, join(base, name))
+                        except OSError as exc:
+                            raise os_error("cannot change owner of", join(base, name), exc) from None
+                if not descended:
+                    stack.pop()
+                    entries.close()  # type: ignore[attr-defined]
+                    os.close(fd)
+        finally:
+            res.entries = seen
+            for fd, entries, _ in stack:
+                entries.close()  # type: ignore[attr-defined]
+                os.close(fd)
+
+
+def _same_inode(parent_fd: int, name: str, opened: os.stat_result) -> bool:
+    """Does parent/name still name the opened inode? For when d_ino and st_ino disagree.
+
+    Some filesystems (overlayfs without xino) list a directory with another inode number
+    than stat gives it; stat and fstat always agree.
+    """
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_dev) == (opened.st_ino, opened.st_dev)
+
+
 def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
                hardlinks: str = "skip", dry_run: bool = False,
-               progress: Callable[[int], None] | None = None) -> ChownResult:
+               progress: Callable[[int], None] | None = None,
+               workers: int | None = None, parallel_after: int = PARALLEL_AFTER) -> ChownResult:
     """Give every entry below the root (not the root itself) owner uid:gid.
 
     Changes only entries whose owner differs; never follows symlinks (a link is changed
     itself), stays on the root's filesystem, leaves device nodes and (unless hardlinks is
     "chown") multiply-linked regular files alone. The caller fixes the root afterwards, so
     an interrupted walk leaves the root wrong and the next run walks again.
-    """
-    res = ChownResult()
-    skips = res.skips
-    dev = root_st.st_dev
-    chown_links = hardlinks == "chown"
-    lchown = os.chown
-    S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
-    S_ISCHR, S_ISBLK = stat.S_ISCHR, stat.S_ISBLK
-    tick = 0
 
-    # The stack holds (fd, entries iterator, relative path); the fds are ours to close.
-    stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
-    root_dup = os.dup(root_fd)
-    stack.append((root_dup, os.scandir(root_dup), ""))
+    A big tree is shared among `workers` forked processes (default: the usable CPUs): the
+    parent walks breadth first until it has seen `parallel_after` entries, then the workers
+    walk the subtrees it has opened. A worker's failure fails the walk.
+    """
+    walker = _Chowner(root_st.st_dev, uid, gid, hardlinks, dry_run, progress)
+    if workers is None:
+        from volinit.parallel import default_workers
+
+        workers = default_workers()
+    if workers < 2:
+        walker.walk(root_fd, "")
+        return walker.res
+    # the pending subtrees hold an fd each: stay well inside the open-file limit
+    import resource
+
+    walker.max_tasks = max(2 * workers, min(MAX_TASKS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+
+    # Breadth first, so the subtrees left when the parent stops are many and alike in size:
+    # a queue of opened and fixed dirs whose contents are still to walk.
+    pending = deque([(os.dup(root_fd), "")])
     try:
-        while stack:
-            fd, entries, base = stack[-1]
-            descended = False
-            for entry in entries:
-                name = entry.name
-                res.entries += 1
-                tick += 1
-                if progress is not None and tick >= 4096:
-                    tick = 0
-                    progress(res.entries)
-                if not base and name in ROOT_EXCLUDES:
-                    skips.add(SKIP_EXCLUDED, name)
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    skips.add(SKIP_VANISHED, join(base, name))
-                    continue
-                mode = st.st_mode
-                if st.st_dev != dev:
-                    skips.add(SKIP_MOUNT, join(base, name))
-                    continue
-                if S_ISDIR(mode):
-                    try:
-                        sub_fd, sub_st = open_subdir(fd, name, st)
-                    except (FileNotFoundError, NotADirectoryError):
-                        skips.add(SKIP_VANISHED, join(base, name))
-                        continue
-                    except OSError as exc:
-                        if exc.errno == errno.ELOOP:  # swapped for a symlink
-                            skips.add(SKIP_VANISHED, join(base, name))
-                            continue
-                        raise os_error("cannot open", join(base, name), exc) from None
-                    path = join(base, name)
-                    # fchown on the opened fd: the inode we verified, whatever the name is now
-                    if sub_st.st_uid != uid or sub_st.st_gid != gid:
-                        res.changed += 1
-                        if not dry_run:
-                            try:
-                                os.fchown(sub_fd, uid, gid)
-                            except OSError as exc:
-                                os.close(sub_fd)
-                                raise os_error("cannot change owner of", path, exc) from None
-                    stack.append((sub_fd, os.scandir(sub_fd), path))
-                    descended = True
-                    break
-                if S_ISREG(mode):
-                    if st.st_nlink > 1 and not chown_links:
-                        skips.add(SKIP_HARDLINK, join(base, name))
-                        continue
-                elif S_ISCHR(mode) or S_ISBLK(mode):
-                    skips.add(SKIP_DEVICE, join(base, name))
-                    continue
-                if st.st_uid != uid or st.st_gid != gid:
-                    res.changed += 1
-                    if dry_run:
-                        continue
-                    try:
-                        lchown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        res.changed -= 1
-                        skips.add(SKIP_VANISHED, join(base, name))
-                    except OSError as exc:
-                        raise os_error("cannot change owner of", join(base, name), exc) from None
-            if not descended:
-                stack.pop()
-                entries.close()  # type: ignore[attr-defined]
+        while pending and (walker.res.entries < parallel_after or len(pending) < 2 * workers):
+            fd, path = pending.popleft()
+            try:
+                walker.walk(fd, path, collect=pending)
+            finally:
                 os.close(fd)
+        if pending:
+            _walk_in_workers(walker, list(pending), workers, progress)
     finally:
-        for fd, entries, _ in stack:
-            entries.close()  # type: ignore[attr-defined]
+        for fd, _ in pending:
             os.close(fd)
-    return res
+    return walker.res
+
+
+def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: int,
+                     progress: Callable[[int], None] | None) -> None:
+    """Walk each (fd, path) subtree in forked workers; add their tallies to the walker's."""
+    from volinit.parallel import Pool
+
+    mine = walker.res
+    done_before = mine.entries
+
+    def work(task: tuple[int, str]) -> None:
+        walker.walk(*task)
+
+    def result() -> tuple:
+        res = walker.res
+        return res.entries, res.changed, res.skips.counts, res.skips.samples
+
+    def show(total: int) -> None:
+        if progress is not None:
+            progress(done_before + total)
+
+    pool = Pool(min(workers, len(tasks)), work, result, show if progress is not None else None)
+    walker.res = ChownResult()  # each worker counts from nothing
+    walker.progress = pool.publish
+    try:
+        results = pool.run(tasks)
+    finally:
+        walker.res, walker.progress = mine, progress
+    for entries, changed, counts, samples in results:
+        mine.entries += entries
+        mine.changed += changed
+        for reason, n in counts.items():
+            mine.skips.counts[reason] = mine.skips.counts.get(reason, 0) + n
+        mine.skips.samples.extend(samples[: max(0, SKIP_SAMPLES - len(mine.skips.samples))])
 
 
 def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,

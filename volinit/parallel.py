@@ -1,0 +1,184 @@
+"""Forked workers for big walks: both cores when a volume holds hundreds of thousands of entries.
+
+A walk spends its time in two places, the kernel (a stat and a chown per entry) and Python
+(the objects wrapped around each one); one process keeps one core busy. The parent lists
+the top of the tree itself, then forks workers that inherit the already opened, already
+verified directory fds and take them, one whole subtree at a time, from a shared queue.
+Nothing is reopened by name, so a worker sees exactly the inodes the parent checked.
+
+The queue is a pipe holding 4-byte task numbers, written before the fork: a read of 4
+bytes from a pipe is atomic, so each task goes to exactly one worker, and the fastest
+worker takes the most. A worker's tallies come back through a pipe of its own, as one
+marshal record written when it is done.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import select
+import signal
+import sys
+from typing import Any, Callable, Sequence
+
+from volinit.errors import OperationError
+
+MAX_WORKERS = 8
+TASK_BYTES = 4
+WORKERS_ENV = "VOLINIT_WORKERS"
+
+
+def default_workers() -> int:
+    """Workers worth forking here: usable CPUs, under a cgroup's CPU quota, or VOLINIT_WORKERS."""
+    wanted = os.environ.get(WORKERS_ENV, "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return min(int(wanted), MAX_WORKERS)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        # cgroup v2: "max 100000" or "150000 100000" (docker run --cpus=1.5)
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cpus, MAX_WORKERS))
+
+
+class Pool:
+    """Run `work(task)` for every task in `workers` forked processes; gather their results.
+
+    `work` raises OperationError for what the user must hear about; the first one is
+    raised in the parent once every worker has stopped (the others are stopped early).
+    `result()` runs in each worker after its last task and must return marshal-able data.
+    `progress(total)` is called in the parent about once a second with the sum of what
+    the workers last published through `publish(n)`.
+    """
+
+    def __init__(self, workers: int, work: Callable[[Any], None], result: Callable[[], Any],
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.workers = workers
+        self.work = work
+        self.result = result
+        self.progress = progress
+        self.counters: Any = None  # shared memory, one 8-byte slot per worker
+        self.slot = -1
+        self.parent = os.getpid()
+
+    def publish(self, done: int) -> None:
+        """In a worker: make `done` visible to the parent's progress line; stop if orphaned."""
+        if os.getppid() != self.parent:
+            # the parent was killed (kill -9): the root stays unfixed, so stop walking too
+            os._exit(1)
+        if self.counters is not None:
+            self.counters[self.slot * 8:(self.slot + 1) * 8] = done.to_bytes(8, "little")
+
+    def run(self, tasks: Sequence[Any]) -> list[Any]:
+        if self.progress is not None:
+            import mmap
+
+            self.counters = mmap.mmap(-1, 8 * self.workers)
+        queue_r, queue_w = os.pipe()
+        try:
+            # all at once, before the fork: the pipe's 64 KiB hold 16k tasks (callers send fewer)
+            os.write(queue_w, b"".join(i.to_bytes(TASK_BYTES, "little") for i in range(len(tasks))))
+        finally:
+            os.close(queue_w)  # so a worker's read finds EOF once the queue is empty
+        sys.stdout.flush()
+        sys.stderr.flush()
+        running: dict[int, int] = {}  # result pipe -> pid
+        try:
+            for slot in range(self.workers):
+                res_r, res_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the worker; it never returns
+                    os.close(res_r)
+                    self._worker(slot, tasks, queue_r, res_w)
+                os.close(res_w)
+                running[res_r] = pid
+            os.close(queue_r)
+            queue_r = -1
+            return self._gather(running)
+        finally:
+            if queue_r >= 0:
+                os.close(queue_r)
+            for fd, pid in running.items():  # only after an exception: stop and reap the rest
+                _stop(pid)
+                os.close(fd)
+
+    def _worker(self, slot: int, tasks: Sequence[Any], queue: int, out: int) -> None:
+        # Ctrl-C reaches the whole process group and docker stop's SIGTERM reaches the
+        # parent, which then stops us: either way, simply die.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self.slot = slot
+        code = 0
+        try:
+            while True:
+                raw = os.read(queue, TASK_BYTES)
+                if not raw:
+                    break
+                self.work(tasks[int.from_bytes(raw, "little")])
+            record: tuple = ("ok", self.result())
+        except OperationError as exc:
+            record, code = ("error", (exc.what, exc.where, exc.why, exc.fix)), 1
+        except BaseException as exc:  # a bug: the parent reports it as one
+            record, code = ("bug", f"{type(exc).__name__}: {exc}"), 3
+        try:
+            os.write(out, marshal.dumps(record))
+        finally:
+            os._exit(code)  # no atexit handlers, no second flush of the parent's buffers
+
+    def _gather(self, running: dict[int, int]) -> list[Any]:
+        chunks: dict[int, list[bytes]] = {fd: [] for fd in running}
+        results: list[Any] = []
+        failure: OperationError | None = None
+        while running:
+            ready, _, _ = select.select(list(running), [], [], 1.0)
+            if not ready and self.progress is not None and self.counters is not None:
+                counts = self.counters[:]
+                self.progress(sum(int.from_bytes(counts[i:i + 8], "little") for i in range(0, len(counts), 8)))
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                    continue
+                pid = running.pop(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                problem = _outcome(b"".join(chunks[fd]), status, results)
+                if problem is not None and failure is None:
+                    failure = problem
+                    for other in running.values():  # fail fast: the run fails anyway
+                        os.kill(other, signal.SIGTERM)
+        if failure is not None:
+            raise failure
+        return results
+
+
+def _outcome(raw: bytes, status: int, results: list[Any]) -> OperationError | None:
+    """Add a finished worker's result to results, or say why the run fails."""
+    try:
+        # written by our own fork into a pipe only it and we hold: as trusted as our memory
+        kind, value = marshal.loads(raw)  # noqa: S302
+    except (EOFError, ValueError, TypeError):
+        code = os.waitstatus_to_exitcode(status)
+        why = f"died of signal {-code}" if code < 0 else f"exited {code} without a result"
+        return OperationError("walk worker", "", why, "rerun; the volume root is fixed last, so a rerun walks again")
+    if kind == "ok":
+        results.append(value)
+        return None
+    if kind == "error":
+        return OperationError(*value)
+    raise RuntimeError(f"walk worker: {value}")  # a bug: cli.main shows it with exit 3
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
