@@ -107,9 +107,17 @@ exit $rc
 """
 
 
-def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_image: str, tmp_path: Path) -> None:
-    vol, outside = hostile_volume(tmp_path)
-    spec = tmp_path / "volinit.yaml"
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, emptied afterwards by rm(1): pytest's own cleanup recurses, and dies
+    (RecursionError, failing the session) on a tree 3000 levels deep."""
+    yield tmp_path
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+
+
+def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_image: str, box: Path) -> None:
+    vol, outside = hostile_volume(box)
+    spec = box / "volinit.yaml"
     spec.write_text(SPEC)
     before = owners(outside)
     run = docker_run(
