@@ -263,7 +263,7 @@ def test_kill_9_at_several_points_then_a_plain_rerun_finishes(tmp_path: Path) ->
         vol = fs / "vol"
         total = make_files(vol, CRASH_DIRS, CRASH_FILES)
         progress = []
-        for delay in (0.0, 0.15, 0.3, 0.45):
+        for delay in (0.0, 0.05, 0.1, 0.15):
             proc = start("apply", str(vol), "--owner", "1000:1000", "--dir", ".tmp", "--prune", "1h")
             wait_until_open(proc.pid, vol)
             time.sleep(delay)
@@ -396,7 +396,7 @@ def test_a_signal_mid_walk_ends_it_promptly_and_a_rerun_finishes(tmp_path: Path,
         total = make_files(vol, 100, 1000)
         proc = start("apply", str(vol), "--owner", "1000")
         wait_until_open(proc.pid, vol)
-        time.sleep(0.1)
+        time.sleep(0.05)
         assert proc.poll() is None, "the walk ended before the signal"
         sent = time.monotonic()
         proc.send_signal(sig)

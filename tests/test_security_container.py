@@ -213,7 +213,7 @@ def test_docker_stop_mid_walk_ends_it_promptly_and_a_rerun_finishes(volinit_imag
         argv = ("apply", "/vol", "--owner", "1000")
         with detached(volinit_image, *argv, flags=(*HARDENED, "-v", f"{vol}:/vol")) as name:
             wait_for_walk(name)
-            time.sleep(0.1)
+            time.sleep(0.05)
             sent = time.monotonic()
             subprocess.run(["docker", *how, name], check=True, capture_output=True)
             subprocess.run(["docker", "wait", name], check=True, capture_output=True, timeout=10)
