@@ -82,6 +82,7 @@ def hostile_volume(box: Path) -> tuple[Path, Path]:
     (vol / "pong").symlink_to("ping")
     os.link(outside / "secret", vol / "hardlink")  # same filesystem: both under box
     os.mknod(vol / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo(vol / "fifo")  # opening it would block the walk forever
     (vol / "inner").mkdir()  # a tmpfs is mounted here in the container
     (vol / "new\nline").write_text("x")
     (vol / "dir\nwith newline").mkdir()
