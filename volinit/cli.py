@@ -6,7 +6,6 @@ container runs this on every `compose up`, and each import is paid at every star
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -169,6 +168,8 @@ def apply_cmd(
             error(exc.line())
         if as_json:
             doc = {"dry_run": dry_run, "ok": not errors, "volumes": [r.as_dict() for r in reports]}
+            import json
+
             print(json.dumps(doc, indent=2))
         return EXIT_FAILED if errors else EXIT_OK
 
@@ -216,6 +217,8 @@ def prune_cmd(
         say(f"{path}: {verb} {res.removed} entries ({res.bytes} bytes), kept {res.kept} by pattern{skipped}; "
             f"{time.monotonic() - start:.2f} s")
         if as_json:
+            import json
+
             print(json.dumps({"path": path, "dry_run": dry_run, "removed": res.removed, "bytes": res.bytes,
                               "kept": res.kept, "skipped": res.skips.counts}, indent=2))
         return EXIT_OK

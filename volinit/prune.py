@@ -14,18 +14,19 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from volinit.walk import SKIP_MOUNT, Skips, join, open_subdir, os_error
 
 
-@dataclass
 class PruneResult:
-    removed: int = 0
-    bytes: int = 0
-    kept: int = 0  # entries matching a keep pattern
-    skips: Skips = field(default_factory=Skips)
+    __slots__ = ("removed", "bytes", "kept", "skips")
+
+    def __init__(self) -> None:  # a plain class: see walk.Skips
+        self.removed = 0
+        self.bytes = 0
+        self.kept = 0  # entries matching a keep pattern
+        self.skips = Skips()
 
 
 def keep_matcher(globs: Iterable[str]):
