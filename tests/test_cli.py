@@ -87,3 +87,14 @@ def test_prune_command(tmp_path: Path) -> None:
 def test_prune_of_missing_dir_exits_1(tmp_path: Path) -> None:
     res = volinit("prune", str(tmp_path / "gone"), "--older-than", "1d")
     assert res.code == 1 and "No such file or directory" in res.err
+
+
+@pytest.mark.usefixtures("as_root")
+def test_error_lines_escape_control_characters_in_names(tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "x\r\x1b[2Jy").write_text("not a dir")
+    res = volinit("apply", str(vol), "--owner", "1000", "--dir", "x\r\x1b[2Jy/sub")
+    assert res.code == 1
+    assert res.err.count("\n") == 1 and "\r" not in res.err and "\x1b" not in res.err
+    assert "x\\r\\x1b[2Jy: exists and is not a directory" in res.err
