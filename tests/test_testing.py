@@ -34,6 +34,8 @@ def test_compose_up_returns_the_init_result_and_tears_down(volinit_image: str, b
         assert code == 0, err
         path, uid = out.split()
         assert path.startswith("/app/cache/.tmp/") and uid == "1000"
+        # a command that fails reports its code instead of raising
+        assert stack.exec("ocr-service", "sh", "-c", "echo no >&2; exit 3") == ("", "no\n", 3)
         project = stack.project
     assert leftovers(project) == []
     # compose names built images after the project; remove ours (the test's, not compose_up's job)

@@ -70,8 +70,15 @@ class Stack:
     init: InitResult
 
     def exec(self, service: str, *command: str) -> tuple[str, str, int]:
-        """Run a command in a running service as its user: (stdout, stderr, exit code)."""
-        return self.compose.exec_in_container(list(command), service_name=service)
+        """Run a command in a running service as its user: (stdout, stderr, exit code).
+
+        A failing command returns its exit code (DockerCompose.exec_in_container raises instead).
+        """
+        import subprocess
+
+        run = subprocess.run([*self.compose.compose_command_property, "exec", "-T", service, *command],
+                             cwd=str(self.compose.context), capture_output=True, text=True)
+        return run.stdout, run.stderr, run.returncode
 
     def logs(self, *services: str) -> str:
         out, err = self.compose.get_logs(*services)
