@@ -76,7 +76,11 @@ ENV.pop("VOLINIT_SPEC", None)
 
 
 def reset_root_owned(path: str):
-    return lambda: sh(["chown", "-R", "0:0", path])
+    def reset() -> None:
+        sh(["chown", "-R", "0:0", path])
+        os.sync()  # the reset's writeback is not the next tool's to wait for
+
+    return reset
 
 
 def owned_by_target(path: str):
@@ -152,6 +156,7 @@ def prune_row(base: Path, entries: int, label: str) -> Row:
             shutil.rmtree(tree)
         built = trees.build_prune_tree(tree, entries)
         info["expect"] = built.entries - built.old
+        os.sync()  # the build's writeback is not the next tool's to wait for
 
     def pruned() -> None:
         left = trees.count_entries(tree)

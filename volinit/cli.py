@@ -205,12 +205,14 @@ def prune_cmd(
         path = specmod.parse_prune_dir(directory, "DIR")
         start = time.monotonic()
         fd = walk.open_volume(path)
+        progress = Progress()
         try:
-            res = prune_dir(fd, age, globs, dry_run=dry_run)
+            res = prune_dir(fd, age, globs, dry_run=dry_run, progress=lambda n: progress(path, n))
         except VolinitError as exc:
             exc.where = f"{path}/{exc.where}"  # prune names entries relative to DIR
             raise
         finally:
+            progress.done()
             os.close(fd)
         verb = "would remove" if dry_run else "removed"
         skipped = f", skipped {res.skips.total} on other filesystems" if res.skips.total else ""

@@ -14,9 +14,9 @@ import os
 import re
 import stat
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
-from volinit.walk import SKIP_MOUNT, Skips, join, open_subdir, os_error
+from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, join, open_subdir, os_error
 
 
 class PruneResult:
@@ -38,11 +38,13 @@ def keep_matcher(globs: Iterable[str]):
 
 
 def prune_dir(dir_fd: int, older_than: float, keep: Iterable[str] = (), *,
-              dry_run: bool = False, now: float | None = None) -> PruneResult:
+              dry_run: bool = False, now: float | None = None,
+              progress: Callable[[int], None] | None = None) -> PruneResult:
     """Remove entries below dir_fd whose mtime is older than `older_than` seconds.
 
     A directory is removed only when it is empty after pruning and its own mtime, read
-    before pruning inside it, was old. Iterative, so any depth works.
+    before pruning inside it, was old. Iterative, so any depth works. `progress` gets
+    the count of entries looked at, every PROGRESS_EVERY of them.
     """
     res = PruneResult()
     cutoff = (time.time() if now is None else now) - older_than
@@ -50,6 +52,7 @@ def prune_dir(dir_fd: int, older_than: float, keep: Iterable[str] = (), *,
     dev = os.fstat(dir_fd).st_dev
     unlink = os.unlink
     S_ISDIR = stat.S_ISDIR
+    seen = 0
 
     # Frames: [fd, entries, path, name in parent, was old, entries left]
     stack: list[list] = []
@@ -61,6 +64,9 @@ def prune_dir(dir_fd: int, older_than: float, keep: Iterable[str] = (), *,
             fd, entries, base = frame[0], frame[1], frame[2]
             descended = False
             for entry in entries:
+                seen += 1
+                if progress is not None and not seen % PROGRESS_EVERY:
+                    progress(seen)
                 name = entry.name
                 if kept is not None and kept(name):
                     res.kept += 1
