@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,39 @@ def volinit_image(base_image: str) -> str:
     if build.returncode != 0:
         pytest.fail(f"docker build failed:\n{build.stdout}\n{build.stderr}", pytrace=False)
     return tag
+
+
+@pytest.fixture(scope="session")
+def public_dir() -> Iterator[Path]:
+    """A dir under /tmp that any uid can traverse (pytest's own tmp dirs are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="volinit-test-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def work(public_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh dir per test, traversable by uid 1000."""
+    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=public_dir))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def namespaces(public_dir: Path) -> None:
+    """Mount and PID namespaces (unshare), for read-only, tmpfs and cross-filesystem cases."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        unavailable("needs root and unshare(1) to make mount namespaces")
+    target = public_dir / "mount-probe"
+    target.mkdir(exist_ok=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "-p", "-f", "sh", "-c", 'mount -t tmpfs tmpfs "$1"', "sh", str(target)],
+        capture_output=True, text=True,
+    )
+    if probe.returncode != 0:
+        unavailable(f"cannot mount in a new namespace here: {probe.stderr.strip()}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 
-class Result(NamedTuple):
+@dataclass(frozen=True)
+class Result:
+    """What a user sees of one run: exit code, stdout, stderr."""
+
     code: int
     out: str
     err: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("volinit: error: ")]
 
 
 def volinit(*args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> Result:

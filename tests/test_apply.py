@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import age, ctimes, owners, remove_chain, volinit
+from helpers import age, ctimes, owners, remove_chain, volinit
 
 pytestmark = pytest.mark.usefixtures("as_root")
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import age, volinit
 
-from tests.helpers import age, volinit
 from volinit import __version__
 from volinit.cli import app
 

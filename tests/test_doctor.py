@@ -13,8 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +47,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def public_dir() -> Iterator[Path]:
-    """A dir under /tmp that uid 1000 can traverse (pytest's tmp dirs are 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="volinit-doctor-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def work(public_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=public_dir))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
 def user_python() -> str:
     """A Python >= 3.10 that uid 1000 can run (a venv under /root is out of its reach)."""
     if os.geteuid() != 0:
@@ -80,18 +61,6 @@ def user_python() -> str:
             return python
     unavailable("no Python >= 3.10 that uid 1000 can run")
     raise AssertionError("unreachable")
-
-
-@pytest.fixture(scope="session")
-def namespaces(public_dir: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        unavailable("needs root and unshare(1) to make mount namespaces")
-    target = public_dir / "mount-probe"
-    target.mkdir()
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs tmpfs "$1"', "sh", str(target)],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        unavailable(f"cannot mount in a new namespace here: {probe.stderr.strip()}")
 
 
 def owned_dir(path: Path, uid: int = 0, mode: int = 0o755) -> Path:

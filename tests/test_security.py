@@ -21,11 +21,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,24 +42,15 @@ DAY = 86400
 REFUSED = ("/", "/etc", "/usr/lib", "/proc/1", "/var/lib/docker/volumes", "/root", "/tmp/../etc", "/sys/kernel")
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def errors(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.startswith("volinit: error: ")]
 
 
-def volinit(*args: str, timeout: float = 120, prefix: tuple[str, ...] = ()) -> Run:
+def volinit(*args: str, timeout: float = 120, prefix: tuple[str, ...] = ()) -> Result:
     """Run the CLI as a user would; a traceback is a bug whatever the exit code."""
     proc = subprocess.run([*prefix, sys.executable, "-m", "volinit", *args], capture_output=True,
                           text=True, errors="replace", timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode in (0, 1, 2), proc.stderr
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def entries(root: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -174,10 +165,10 @@ def start_together(*argvs: list[str]) -> list[subprocess.Popen[str]]:
     return procs
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Run:
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
     out, err = proc.communicate(timeout=timeout)
     assert "Traceback" not in err, err
-    return Run(proc.returncode, out, err)
+    return Result(proc.returncode, out, err)
 
 
 # --- A swap race ---------------------------------------------------------------------

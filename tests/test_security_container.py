@@ -16,10 +16,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import Result
 from test_security import count, entries, make_files, owners, tmpfs
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("as_root")]
@@ -30,18 +30,9 @@ SPEC = 'version: 1\nowner: "1000:1000"\nvolumes:\n  /vol: {}\n'
 DEEP = 3000
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def errors(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.startswith("volinit: error: ")]
 
 
-def docker_run(image: str, *args: str, flags: tuple[str, ...] = (), timeout: float = 300) -> Run:
+def docker_run(image: str, *args: str, flags: tuple[str, ...] = (), timeout: float = 300) -> Result:
     name = f"volinit-sec-{uuid.uuid4().hex[:12]}"
     try:
         proc = subprocess.run(["docker", "run", "--name", name, *flags, image, *args], capture_output=True,
@@ -49,7 +40,7 @@ def docker_run(image: str, *args: str, flags: tuple[str, ...] = (), timeout: flo
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def make_deep(root: Path, depth: int) -> None:

@@ -13,9 +13,8 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +32,6 @@ class Shell:
     name: str
     argv: tuple[str, ...]  # absolute path of the shell, then its arguments
     path: str  # PATH for the shim and its command
-
-
-@pytest.fixture(scope="session")
-def public_dir() -> Iterator[Path]:
-    """A dir under /tmp that any uid can traverse (pytest's own tmp dirs are 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="volinit-shim-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -65,30 +55,6 @@ def shell(request: pytest.FixtureRequest, busybox_bin: Path | None) -> Shell:
         unavailable(f"{argv[0]} is not installed (apt-get install {argv[0]})")
     path = f"{busybox_bin}:{SYSTEM_PATH}" if name == "busybox" else SYSTEM_PATH
     return Shell(name, (binary, *argv[1:]), path)
-
-
-@pytest.fixture
-def work(public_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    """A fresh dir per test, traversable by uid 1000."""
-    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=public_dir))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def namespaces(public_dir: Path) -> None:
-    """Mount and PID namespaces, for read-only and cross-filesystem cases."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        unavailable("needs root and unshare(1) to make mount namespaces")
-    target = public_dir / "mount-probe"
-    target.mkdir()
-    probe = subprocess.run(
-        ["unshare", "-m", "-p", "-f", "sh", "-c", 'mount -t tmpfs tmpfs "$1"', "sh", str(target)],
-        capture_output=True, text=True,
-    )
-    if probe.returncode != 0:
-        unavailable(f"cannot mount in a new namespace here: {probe.stderr.strip()}")
 
 
 def run_shim(
