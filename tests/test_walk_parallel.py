@@ -126,6 +126,21 @@ def test_a_worker_killed_midway_fails_the_walk(tmp_path: Path, monkeypatch) -> N
     assert "walk worker" in caught.value.line() and "signal 9" in caught.value.line()
 
 
+def test_when_no_worker_can_be_forked_the_parent_walks_alone(tmp_path: Path, monkeypatch) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    make_tree(one)
+    make_tree(two)
+    expected = chown(one, 1)
+
+    def refuse() -> int:  # docker run --pids-limit, or a seccomp profile without fork
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    res = chown(two, 2)
+    assert (res.entries, res.changed, res.skips.counts) == (expected.entries, expected.changed, expected.skips.counts)
+    assert tree_owners(one) == tree_owners(two)
+
+
 def test_workers_publish_progress_to_the_parent(tmp_path: Path, monkeypatch) -> None:
     # slow every change down so the walk lasts a few of the parent's one-second polls
     make_tree(tmp_path / "vol", dirs=40, files=30)

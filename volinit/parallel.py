@@ -48,6 +48,10 @@ def default_workers() -> int:
     return max(1, min(cpus, MAX_WORKERS))
 
 
+class NoWorkers(Exception):
+    """Not even one worker could be forked; the caller does the work itself."""
+
+
 class Pool:
     """Run `work(task)` for every task in `workers` forked processes; gather their results.
 
@@ -93,7 +97,14 @@ class Pool:
         try:
             for slot in range(self.workers):
                 res_r, res_w = os.pipe()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # a pids limit, say: the workers already running share the queue
+                    os.close(res_r)
+                    os.close(res_w)
+                    if not running:
+                        raise NoWorkers() from None
+                    break
                 if pid == 0:  # the worker; it never returns
                     os.close(res_r)
                     self._worker(slot, tasks, queue_r, res_w)

@@ -343,7 +343,7 @@ def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
 def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: int,
                      progress: Callable[[int], None] | None) -> None:
     """Walk each (fd, path) subtree in forked workers; add their tallies to the walker's."""
-    from volinit.parallel import Pool
+    from volinit.parallel import NoWorkers, Pool
 
     mine = walker.res
     done_before = mine.entries
@@ -362,10 +362,17 @@ def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: in
     pool = Pool(min(workers, len(tasks)), work, result, show if progress is not None else None)
     walker.res = ChownResult()  # each worker counts from nothing
     walker.progress = pool.publish
+    results: list | None
     try:
         results = pool.run(tasks)
+    except NoWorkers:
+        results = None
     finally:
         walker.res, walker.progress = mine, progress
+    if results is None:  # no fork allowed here (a pids limit): walk them all in this process
+        for task in tasks:
+            walker.walk(*task)
+        return
     for entries, changed, counts, samples in results:
         mine.entries += entries
         mine.changed += changed
