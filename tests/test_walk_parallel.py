@@ -160,6 +160,16 @@ def test_workers_publish_progress_to_the_parent(tmp_path: Path, monkeypatch) -> 
     assert max(seen) > 100  # more than the parent saw alone: the workers' counts arrived
 
 
+def test_thousands_of_subtrees_open_at_once(tmp_path: Path) -> None:
+    # more fds than select() can watch: the workers' result pipes land above 1024
+    vol = tmp_path / "vol"
+    for d in range(1500):
+        (vol / f"d{d}").mkdir(parents=True)
+        (vol / f"d{d}" / "f").write_text("x")
+    res = chown(vol, 2)
+    assert res.entries == 3000 and res.changed == 3000
+
+
 def test_default_workers_honours_volinit_workers(monkeypatch) -> None:
     from volinit import parallel
 

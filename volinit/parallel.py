@@ -147,16 +147,21 @@ class Pool:
         chunks: dict[int, list[bytes]] = {fd: [] for fd in running}
         results: list[Any] = []
         failure: OperationError | None = None
+        # poll, not select: the subtrees' fds push these pipes past select's limit of 1024
+        poller = select.poll()
+        for fd in running:
+            poller.register(fd, select.POLLIN)
         while running:
-            ready, _, _ = select.select(list(running), [], [], 1.0)
+            ready = poller.poll(1000)
             if not ready and self.progress is not None and self.counters is not None:
                 counts = self.counters[:]
                 self.progress(sum(int.from_bytes(counts[i:i + 8], "little") for i in range(0, len(counts), 8)))
-            for fd in ready:
+            for fd, _ in ready:
                 data = os.read(fd, 65536)
                 if data:
                     chunks[fd].append(data)
                     continue
+                poller.unregister(fd)
                 pid = running.pop(fd)
                 os.close(fd)
                 _, status = os.waitpid(pid, 0)

@@ -14,9 +14,10 @@ import os
 import re
 import stat
 import time
+from collections import deque
 from typing import Callable, Iterable
 
-from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, join, open_subdir, os_error
+from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, SKIP_SAMPLES, Skips, join, open_subdir, os_error
 
 
 class PruneResult:
@@ -37,99 +38,221 @@ def keep_matcher(globs: Iterable[str]):
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
 
 
+class _Pruner:
+    """One pruning process's settings and tallies: the parent's, or a forked worker's."""
+
+    def __init__(self, cutoff: float, kept, dev: int, dry_run: bool,
+                 progress: Callable[[int], None] | None) -> None:
+        self.cutoff, self.kept, self.dev, self.dry_run = cutoff, kept, dev, dry_run
+        self.progress = progress
+        self.seen = 0
+        self.res = PruneResult()
+        self.room = 0  # how many more subdirs walk() may collect
+        self.lefts: list[tuple[int, int]] = []  # a worker's (task, entries left in its dir)
+
+    def walk(self, top_fd: int, top: str, collect: list | None = None) -> int:
+        """Prune below the open dir top_fd (at relative path top); return the entries left in it.
+
+        With `collect`, subdirectories of top itself (up to self.room of them) are opened and
+        appended to it as (fd, path, name, was old), not pruned, and not counted as left.
+        """
+        res = self.res
+        cutoff, kept, dev, dry_run, progress = self.cutoff, self.kept, self.dev, self.dry_run, self.progress
+        unlink = os.unlink
+        S_ISDIR = stat.S_ISDIR
+        every = PROGRESS_EVERY
+        seen = self.seen
+        left_in_top = 0
+
+        # Frames: [fd, entries, path, name in parent, was old, entries left]
+        stack: list[list] = []
+        top_dup = os.dup(top_fd)
+        stack.append([top_dup, os.scandir(top_dup), top, "", False, 0])
+        try:
+            while stack:
+                frame = stack[-1]
+                fd, entries, base = frame[0], frame[1], frame[2]
+                descended = False
+                for entry in entries:
+                    seen += 1
+                    if progress is not None and not seen % every:
+                        progress(seen)
+                    name = entry.name
+                    if kept is not None and kept(name):
+                        res.kept += 1
+                        frame[5] += 1
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if st.st_dev != dev:
+                        res.skips.add(SKIP_MOUNT, join(base, name))
+                        frame[5] += 1
+                        continue
+                    if S_ISDIR(st.st_mode):
+                        try:
+                            sub_fd, _ = open_subdir(fd, name, st)
+                        except (FileNotFoundError, NotADirectoryError):
+                            continue
+                        except OSError as exc:
+                            if exc.errno == errno.ELOOP:
+                                continue
+                            raise os_error("cannot open", join(base, name), exc) from None
+                        if collect is not None and fd == top_dup and self.room > 0:
+                            self.room -= 1
+                            collect.append((sub_fd, join(base, name), name, st.st_mtime < cutoff))
+                            continue
+                        stack.append([sub_fd, os.scandir(sub_fd), join(base, name), name,
+                                      st.st_mtime < cutoff, 0])
+                        descended = True
+                        break
+                    if st.st_mtime >= cutoff:
+                        frame[5] += 1
+                        continue
+                    if not dry_run:
+                        try:
+                            unlink(name, dir_fd=fd)
+                        except FileNotFoundError:
+                            continue
+                        except OSError as exc:
+                            raise os_error("cannot remove", join(base, name), exc) from None
+                    res.removed += 1
+                    res.bytes += st.st_size
+                if descended:
+                    continue
+                stack.pop()
+                entries.close()
+                os.close(fd)
+                if not stack:
+                    left_in_top = frame[5]
+                    break
+                parent = stack[-1]
+                _, _, path, name, was_old, left = frame
+                if not was_old or left:
+                    parent[5] += 1
+                    continue
+                if not self.remove_dir(parent[0], name, path):
+                    parent[5] += 1
+        finally:
+            self.seen = seen
+            for frame in stack:
+                frame[1].close()
+                os.close(frame[0])
+        return left_in_top
+
+    def remove_dir(self, parent_fd: int, name: str, path: str) -> bool:
+        """rmdir a dir found empty and old; False when it was refilled meanwhile."""
+        if not self.dry_run:
+            try:
+                os.rmdir(name, dir_fd=parent_fd)
+            except FileNotFoundError:
+                return True  # another pruner's
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # refilled meanwhile
+                    return False
+                raise os_error("cannot remove", path, exc) from None
+        self.res.removed += 1
+        return True
+
+
+# As for the chown walk (see walk.PARALLEL_AFTER): the parent prunes the top breadth first,
+# alone, then forked workers take the subtrees left. Deleting waits on the filesystem's
+# journal more than on the CPU, and two processes overlap those waits.
+PARALLEL_AFTER = 5000
+MAX_DIRS_OPEN = 4096
+
+
 def prune_dir(dir_fd: int, older_than: float, keep: Iterable[str] = (), *,
               dry_run: bool = False, now: float | None = None,
-              progress: Callable[[int], None] | None = None) -> PruneResult:
+              progress: Callable[[int], None] | None = None,
+              workers: int | None = None, parallel_after: int = PARALLEL_AFTER) -> PruneResult:
     """Remove entries below dir_fd whose mtime is older than `older_than` seconds.
 
     A directory is removed only when it is empty after pruning and its own mtime, read
     before pruning inside it, was old. Iterative, so any depth works. `progress` gets
-    the count of entries looked at, every PROGRESS_EVERY of them.
+    the count of entries looked at, every PROGRESS_EVERY of them. A big tree is shared
+    among `workers` forked processes (default: the usable CPUs), as chown_tree does.
     """
-    res = PruneResult()
     cutoff = (time.time() if now is None else now) - older_than
-    kept = keep_matcher(keep)
-    dev = os.fstat(dir_fd).st_dev
-    unlink = os.unlink
-    S_ISDIR = stat.S_ISDIR
-    seen = 0
+    pruner = _Pruner(cutoff, keep_matcher(keep), os.fstat(dir_fd).st_dev, dry_run, progress)
+    if workers is None:
+        from volinit.parallel import default_workers
 
-    # Frames: [fd, entries, path, name in parent, was old, entries left]
-    stack: list[list] = []
-    top = os.dup(dir_fd)
-    stack.append([top, os.scandir(top), "", "", False, 0])
+        workers = default_workers()
+    if workers < 2:
+        pruner.walk(dir_fd, "")
+        return pruner.res
+
+    import resource
+
+    # Dirs met breadth first, as [fd, path, name, parent's index, was old, entries left]:
+    # their fds stay open until the end, when each is removed (children first) if it was
+    # old and is empty. The top is never removed.
+    nodes: list[list] = [[os.dup(dir_fd), "", "", -1, False, 0]]
+    queue = deque([0])  # nodes whose contents are not pruned yet
+    cap = max(4 * workers, min(MAX_DIRS_OPEN, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
     try:
-        while stack:
-            frame = stack[-1]
-            fd, entries, base = frame[0], frame[1], frame[2]
-            descended = False
-            for entry in entries:
-                seen += 1
-                if progress is not None and not seen % PROGRESS_EVERY:
-                    progress(seen)
-                name = entry.name
-                if kept is not None and kept(name):
-                    res.kept += 1
-                    frame[5] += 1
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if st.st_dev != dev:
-                    res.skips.add(SKIP_MOUNT, join(base, name))
-                    frame[5] += 1
-                    continue
-                if S_ISDIR(st.st_mode):
-                    try:
-                        sub_fd, _ = open_subdir(fd, name, st)
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue
-                    except OSError as exc:
-                        if exc.errno == errno.ELOOP:
-                            continue
-                        raise os_error("cannot open", join(base, name), exc) from None
-                    stack.append([sub_fd, os.scandir(sub_fd), join(base, name), name,
-                                  st.st_mtime < cutoff, 0])
-                    descended = True
-                    break
-                if st.st_mtime >= cutoff:
-                    frame[5] += 1
-                    continue
-                if not dry_run:
-                    try:
-                        unlink(name, dir_fd=fd)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        raise os_error("cannot remove", join(base, name), exc) from None
-                res.removed += 1
-                res.bytes += st.st_size
-            if descended:
-                continue
-            stack.pop()
-            entries.close()
+        while queue and (pruner.seen < parallel_after or len(queue) < 2 * workers):
+            i = queue.popleft()
+            found: list[tuple[int, str, str, bool]] = []
+            pruner.room = cap - len(nodes)
+            nodes[i][5] = pruner.walk(nodes[i][0], nodes[i][1], collect=found)
+            for fd, path, name, was_old in found:
+                nodes.append([fd, path, name, i, was_old, 0])
+                queue.append(len(nodes) - 1)
+        if queue:
+            _prune_in_workers(pruner, nodes, list(queue), workers)
+        for node in reversed(nodes[1:]):
+            fd, path, name, parent, was_old, left = node
             os.close(fd)
-            if not stack:
-                break
-            parent = stack[-1]
-            _, _, path, name, was_old, left = frame
-            if not was_old or left:
-                parent[5] += 1
-                continue
-            if not dry_run:
-                try:
-                    os.rmdir(name, dir_fd=parent[0])
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # refilled meanwhile
-                        parent[5] += 1
-                        continue
-                    raise os_error("cannot remove", path, exc) from None
-            res.removed += 1
+            node[0] = -1
+            if not was_old or left or not pruner.remove_dir(nodes[parent][0], name, path):
+                nodes[parent][5] += 1
     finally:
-        for frame in stack:
-            frame[1].close()
-            os.close(frame[0])
-    return res
+        for node in nodes:
+            if node[0] >= 0:
+                os.close(node[0])
+    return pruner.res
+
+
+def _prune_in_workers(pruner: _Pruner, nodes: list[list], tasks: list[int], workers: int) -> None:
+    """Prune below each task's dir in forked workers; set each one's entries left, add up tallies."""
+    from volinit.parallel import NoWorkers, Pool
+
+    mine, progress = pruner.res, pruner.progress
+    done_before = pruner.seen
+
+    def work(i: int) -> None:
+        pruner.lefts.append((i, pruner.walk(nodes[i][0], nodes[i][1])))
+
+    def result() -> tuple:
+        res = pruner.res
+        return res.removed, res.bytes, res.kept, res.skips.counts, res.skips.samples, pruner.lefts
+
+    def show(total: int) -> None:
+        if progress is not None:
+            progress(done_before + total)
+
+    pool = Pool(min(workers, len(tasks)), work, result, show if progress is not None else None)
+    pruner.res, pruner.seen, pruner.progress = PruneResult(), 0, pool.publish  # each worker counts from nothing
+    results: list | None
+    try:
+        results = pool.run(tasks)
+    except NoWorkers:
+        results = None
+    finally:
+        pruner.res, pruner.seen, pruner.progress = mine, done_before, progress
+    if results is None:  # no fork allowed here: prune them all in this process
+        for i in tasks:
+            nodes[i][5] = pruner.walk(nodes[i][0], nodes[i][1])
+        return
+    for removed, size, kept, counts, samples, lefts in results:
+        mine.removed += removed
+        mine.bytes += size
+        mine.kept += kept
+        for reason, n in counts.items():
+            mine.skips.counts[reason] = mine.skips.counts.get(reason, 0) + n
+        mine.skips.samples.extend(samples[: max(0, SKIP_SAMPLES - len(mine.skips.samples))])
+        for i, left in lefts:
+            nodes[i][5] = left
