@@ -103,6 +103,13 @@ def _lock(fd: int, path: str, say: Callable[[str], None]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
 
 
+def _labelled(progress: Callable[[str, int], None] | None, where: str) -> Callable[[int], None] | None:
+    """A walk's progress callback, reporting counts under the path being worked on."""
+    if progress is None:
+        return None
+    return lambda n: progress(where, n)
+
+
 def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                  progress: Callable[[str, int], None] | None = None) -> VolumeReport:
     start = time.monotonic()
@@ -118,7 +125,8 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
             if dfd is None:
                 continue
             try:
-                res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run)
+                res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run,
+                                             progress=_labelled(progress, f"{vol.path}/{d.path}"))
             finally:
                 os.close(dfd)
             rep.pruned += res.removed
@@ -133,7 +141,7 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
         else:
             was = f"{root_st.st_uid}:{root_st.st_gid} {stat.S_IMODE(root_st.st_mode):04o}"
             rep.decision = "chown always: walked" if vol.chown == "always" else f"root was {was}: walked"
-            cb = (lambda n: progress(vol.path, n)) if progress else None
+            cb = _labelled(progress, vol.path)
             res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
                                    dry_run=dry_run, progress=cb)
             rep.entries, rep.changed = res2.entries, res2.changed

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, SKIP_SAMPLES, Skips, join, open_subdir, os_error
+from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, join, open_subdir, os_error
 
 
 class PruneResult:
@@ -251,8 +251,6 @@ def _prune_in_workers(pruner: _Pruner, nodes: list[list], tasks: list[int], work
         mine.removed += removed
         mine.bytes += size
         mine.kept += kept
-        for reason, n in counts.items():
-            mine.skips.counts[reason] = mine.skips.counts.get(reason, 0) + n
-        mine.skips.samples.extend(samples[: max(0, SKIP_SAMPLES - len(mine.skips.samples))])
+        mine.skips.merge_counts(counts, samples)
         for i, left in lefts:
             nodes[i][5] = left

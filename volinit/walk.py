@@ -52,10 +52,14 @@ class Skips:
 
     def merge(self, other: Skips, prefix: str = "") -> None:
         """Add another walk's skips, its sample paths placed under prefix."""
-        for reason, n in other.counts.items():
+        self.merge_counts(other.counts, other.samples, prefix)
+
+    def merge_counts(self, counts: dict[str, int], samples: list[str], prefix: str = "") -> None:
+        """Add skips as a forked worker sends them back: counts by reason, sample paths."""
+        for reason, n in counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + n
         room = SKIP_SAMPLES - len(self.samples)
-        self.samples.extend(prefix + s for s in other.samples[:max(room, 0)])
+        self.samples.extend(prefix + s for s in samples[:max(room, 0)])
 
     @property
     def total(self) -> int:
@@ -376,9 +380,7 @@ def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: in
     for entries, changed, counts, samples in results:
         mine.entries += entries
         mine.changed += changed
-        for reason, n in counts.items():
-            mine.skips.counts[reason] = mine.skips.counts.get(reason, 0) + n
-        mine.skips.samples.extend(samples[: max(0, SKIP_SAMPLES - len(mine.skips.samples))])
+        mine.skips.merge_counts(counts, samples)
 
 
 def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
