@@ -113,7 +113,7 @@ def _root(
     pass
 
 
-@app.command("apply")
+@app.command("apply", short_help="Fix volume owners, create dirs, prune orphans.")
 def apply_cmd(
     paths: Optional[List[str]] = typer.Argument(None, metavar="[PATH]...", show_default=False,
                                                 help="Volumes to fix without a spec file (needs --owner)."),
@@ -176,7 +176,7 @@ def apply_cmd(
     run(go)
 
 
-@app.command("prune")
+@app.command("prune", short_help="Remove old entries below a dir.")
 def prune_cmd(
     directory: str = typer.Argument(..., metavar="DIR", help="Dir whose old entries go (never DIR itself)."),
     older_than: str = typer.Option(..., "--older-than", metavar="DUR", help="Age by mtime, e.g. 90m, 24h, 1d12h."),
@@ -228,7 +228,7 @@ def prune_cmd(
     run(go)
 
 
-@app.command("doctor")
+@app.command("doctor", short_help="Check temp and cache dirs as the service user.")
 def doctor_cmd(
     min_free: Optional[str] = typer.Option(None, "--min-free", metavar="SIZE",
                                            help="Free space the temp dir needs, e.g. 64M, 2G."),
@@ -257,7 +257,7 @@ def doctor_cmd(
     run(go)
 
 
-@app.command("repair")
+@app.command("repair", short_help="Fix named Docker volumes from the host.")
 def repair_cmd(
     volumes: List[str] = typer.Argument(..., metavar="VOLUME...", help="Names of Docker volumes."),
     owner: str = typer.Option(..., "--owner", metavar="UID[:GID]", help="The service's user."),
