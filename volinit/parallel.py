@@ -58,16 +58,17 @@ class Pool:
     `work` raises OperationError for what the user must hear about; the first one is
     raised in the parent once every worker has stopped (the others are stopped early).
     `result()` runs in each worker after its last task and must return marshal-able data.
-    `progress(total)` is called in the parent about once a second with the sum of what
-    the workers last published through `publish(n)`.
+    `progress(total)` is called in the parent about once a second with `done_before` plus
+    the sum of what the workers last published through `publish(n)`.
     """
 
     def __init__(self, workers: int, work: Callable[[Any], None], result: Callable[[], Any],
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, done_before: int = 0) -> None:
         self.workers = workers
         self.work = work
         self.result = result
         self.progress = progress
+        self.done_before = done_before  # counted by the parent before the workers started
         self.counters: Any = None  # shared memory, one 8-byte slot per worker
         self.slot = -1
         self.parent = os.getpid()
@@ -155,7 +156,8 @@ class Pool:
             ready = poller.poll(1000)
             if not ready and self.progress is not None and self.counters is not None:
                 counts = self.counters[:]
-                self.progress(sum(int.from_bytes(counts[i:i + 8], "little") for i in range(0, len(counts), 8)))
+                published = sum(int.from_bytes(counts[i:i + 8], "little") for i in range(0, len(counts), 8))
+                self.progress(self.done_before + published)
             for fd, _ in ready:
                 data = os.read(fd, 65536)
                 if data:

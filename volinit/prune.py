@@ -230,11 +230,7 @@ def _prune_in_workers(pruner: _Pruner, nodes: list[list], tasks: list[int], work
         res = pruner.res
         return res.removed, res.bytes, res.kept, res.skips.counts, res.skips.samples, pruner.lefts
 
-    def show(total: int) -> None:
-        if progress is not None:
-            progress(done_before + total)
-
-    pool = Pool(min(workers, len(tasks)), work, result, show if progress is not None else None)
+    pool = Pool(min(workers, len(tasks)), work, result, progress, done_before)
     pruner.res, pruner.seen, pruner.progress = PruneResult(), 0, pool.publish  # each worker counts from nothing
     results: list | None
     try:

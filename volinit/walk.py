@@ -359,11 +359,7 @@ def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: in
         res = walker.res
         return res.entries, res.changed, res.skips.counts, res.skips.samples
 
-    def show(total: int) -> None:
-        if progress is not None:
-            progress(done_before + total)
-
-    pool = Pool(min(workers, len(tasks)), work, result, show if progress is not None else None)
+    pool = Pool(min(workers, len(tasks)), work, result, progress, done_before)
     walker.res = ChownResult()  # each worker counts from nothing
     walker.progress = pool.publish
     results: list | None
