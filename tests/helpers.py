@@ -22,11 +22,14 @@ class Result:
         return [line for line in self.err.splitlines() if line.startswith("volinit: error: ")]
 
 
-def volinit(*args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> Result:
-    """Run `python -m volinit ARGS` in a subprocess and capture what a user would see."""
+def volinit(*args: str, env: dict[str, str] | None = None, prefix: list[str] | tuple[str, ...] = (),
+            timeout: float = 120) -> Result:
+    """Run `python -m volinit ARGS` as a user would; a traceback is a bug whatever the exit code."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([*(prefix or []), sys.executable, "-m", "volinit", *args], capture_output=True,
-                          text=True, env=full_env, timeout=600)
+    proc = subprocess.run([*prefix, sys.executable, "-m", "volinit", *args], capture_output=True,
+                          text=True, errors="replace", env=full_env, timeout=timeout)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 1, 2), proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

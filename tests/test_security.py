@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import Result
+from helpers import Result, volinit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,17 +40,6 @@ DAY = 86400
 # Paths that both apply and prune must refuse before touching anything. Not /tmp: prune
 # accepts it on purpose (tmpreaper-style cleaning), so a fuzzer that names it wipes /tmp.
 REFUSED = ("/", "/etc", "/usr/lib", "/proc/1", "/var/lib/docker/volumes", "/root", "/tmp/../etc", "/sys/kernel")
-
-
-
-
-def volinit(*args: str, timeout: float = 120, prefix: tuple[str, ...] = ()) -> Result:
-    """Run the CLI as a user would; a traceback is a bug whatever the exit code."""
-    proc = subprocess.run([*prefix, sys.executable, "-m", "volinit", *args], capture_output=True,
-                          text=True, errors="replace", timeout=timeout)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode in (0, 1, 2), proc.stderr
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def entries(root: Path) -> Iterator[tuple[str, os.stat_result]]:
