@@ -1,0 +1,90 @@
+"""The project's own scripts, run against a fake `docker` and `dockerd` (no engine needed).
+
+scripts/test reads docker-up's last line through `$(scripts/docker-up | sed ...)`. When
+docker-up has to start the engine, nothing it leaves running may hold that pipe open, or
+the command substitution waits for the engine to exit: on a fresh CI machine, forever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAKE_DOCKER = """#!/bin/sh
+# `docker info` answers once the fake dockerd has started; compose and the base image exist.
+case "$1" in
+info) [ -e "$FAKE_STATE/up" ] ;;
+compose) echo 2.99.0 ;;
+image) exit 0 ;;
+version) echo 99.0-fake ;;
+*) echo "fake docker: unexpected: $*" >&2; exit 1 ;;
+esac
+"""
+
+FAKE_DOCKERD = """#!/bin/sh
+# An engine that starts at once and runs until killed, like the real one.
+echo $$ >"$FAKE_STATE/pid"
+touch "$FAKE_STATE/up"
+exec sleep 300
+"""
+
+FAKE_SUDO = """#!/bin/sh
+exec "$@"
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> Iterator[dict[str, str]]:
+    bin_dir = tmp_path / "bin"
+    state = tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in (("docker", FAKE_DOCKER), ("dockerd", FAKE_DOCKERD), ("sudo", FAKE_SUDO)):
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "DOCKERD_LOG": str(tmp_path / "dockerd.log"),
+        "BASE_IMAGE": "fake-base:1",
+    }
+    yield env
+    pid_file = state / "pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_docker_up_returns_while_the_engine_it_started_runs(fake_docker: dict[str, str]) -> None:
+    # exactly how scripts/test calls it
+    proc = subprocess.run(
+        ["sh", "-c", 'base=$(scripts/docker-up | sed -n "s/^BASE_IMAGE=//p"); echo "got=$base"'],
+        cwd=REPO, env=fake_docker, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "got=fake-base:1"
+    assert "starting dockerd" in proc.stderr
+    # the engine is still up after docker-up returned: it was started, not waited for
+    pid = int((Path(fake_docker["FAKE_STATE"]) / "pid").read_text())
+    os.kill(pid, 0)
+
+
+def test_docker_up_with_an_engine_already_up_starts_none(fake_docker: dict[str, str]) -> None:
+    (Path(fake_docker["FAKE_STATE"]) / "up").touch()
+    proc = subprocess.run(["scripts/docker-up"], cwd=REPO, env=fake_docker, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "BASE_IMAGE=fake-base:1"
+    assert "starting dockerd" not in proc.stderr
+    assert not (Path(fake_docker["FAKE_STATE"]) / "pid").exists()
