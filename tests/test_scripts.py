@@ -29,7 +29,8 @@ esac
 """
 
 FAKE_DOCKERD = """#!/bin/sh
-# An engine that starts at once and runs until killed, like the real one.
+# An engine that starts at once and runs until killed, like the real one (or fails to start).
+if [ -n "${FAKE_DOCKERD_FAIL:-}" ]; then echo "failed to start daemon: $FAKE_DOCKERD_FAIL" >&2; exit 1; fi
 echo $$ >"$FAKE_STATE/pid"
 touch "$FAKE_STATE/up"
 exec sleep 300
@@ -88,3 +89,13 @@ def test_docker_up_with_an_engine_already_up_starts_none(fake_docker: dict[str, 
     assert proc.stdout.splitlines()[-1] == "BASE_IMAGE=fake-base:1"
     assert "starting dockerd" not in proc.stderr
     assert not (Path(fake_docker["FAKE_STATE"]) / "pid").exists()
+
+
+def test_docker_up_says_at_once_when_the_engine_dies_at_start(fake_docker: dict[str, str]) -> None:
+    env = {**fake_docker, "FAKE_DOCKERD_FAIL": "no iptables here"}
+    proc = subprocess.run(["scripts/docker-up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("docker-up: error: dockerd exited as it started"), proc.stderr
+    assert "failed to start daemon: no iptables here" in last
