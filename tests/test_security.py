@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from volinit import cli, spec
 from volinit.apply import apply_spec
 from volinit.errors import SpecError
 from volinit.prune import prune_dir
+from volinit.walk import SKIP_VANISHED, chown_tree, open_volume
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -176,21 +177,32 @@ while True:
 """
 
 
-def test_entries_swapped_for_symlinks_mid_walk_never_lead_outside(tmp_path: Path) -> None:
+def swap_race(tmp_path: Path, run: Callable[[Path, int], int], level: str = "") -> None:
+    """Race `run(vol, uid) -> times caught` against a flipper until it is caught a few times.
+
+    The flipped names sit in vol/<level> (a dir made for them when level is given): the
+    top level is opened by the walking process itself, a deeper one by forked workers.
+    """
     outside, vol, spare = tmp_path / "outside", tmp_path / "vol", tmp_path / "spare"
     make_files(outside, 3, 5)
     (outside / "secret").write_text("root's\n")
     os.chmod(outside / "secret", 0o600)
     before = owners(outside)
     make_files(vol, 8, 3)
+    flipped = vol / level
+    for i in range(8):  # siblings with their own subdirs: the parallel walker's subtrees
+        if f"d{i}" != level:
+            make_files(vol / f"d{i}", 4, 3)
+    if level:
+        make_files(flipped, 8, 3)
     spare.mkdir()
     pairs: list[str] = []
     for i in range(8):
         (spare / f"l{i}").symlink_to(outside)  # the dir becomes a link to outside/
-        pairs += [str(vol / f"d{i}"), str(spare / f"l{i}")]
-        (vol / f"f{i}").write_text("x")
+        pairs += [str(flipped / f"d{i}"), str(spare / f"l{i}")]
+        (flipped / f"f{i}").write_text("x")
         (spare / f"s{i}").symlink_to(outside / "secret")  # a file becomes a link to a secret
-        pairs += [str(vol / f"f{i}"), str(spare / f"s{i}")]
+        pairs += [str(flipped / f"f{i}"), str(spare / f"s{i}")]
     flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, *pairs], stdout=subprocess.PIPE, text=True)
     runs = caught = 0
     try:
@@ -199,11 +211,7 @@ def test_entries_swapped_for_symlinks_mid_walk_never_lead_outside(tmp_path: Path
         # the walker has been caught in it a few times (a few hundred runs, usually).
         deadline = time.monotonic() + 30
         while runs < 1000 or (caught < 3 and time.monotonic() < deadline):
-            owner = f"{1000 + runs % 2}"  # alternate, so every run has everything to change
-            plan = spec.from_flags([str(vol)], owner, None, "always", [], None)
-            reports, errors = apply_spec(plan, dry_run=False, say=lambda _: None)
-            assert errors == []
-            caught += reports[0].skips.counts.get("changed during walk", 0)
+            caught += run(vol, 1000 + runs % 2)  # alternate, so every run has everything to change
             runs += 1
     finally:
         flipper.kill()
@@ -214,6 +222,30 @@ def test_entries_swapped_for_symlinks_mid_walk_never_lead_outside(tmp_path: Path
     assert volinit("apply", str(vol), "--owner", "1002", "--chown", "always").code == 0
     assert {u for u, _, _ in owners(vol).values()} == {1002}
     assert owners(outside) == before
+
+
+def test_entries_swapped_for_symlinks_mid_walk_never_lead_outside(tmp_path: Path) -> None:
+    def run(vol: Path, uid: int) -> int:
+        plan = spec.from_flags([str(vol)], str(uid), None, "always", [], None)
+        reports, errors = apply_spec(plan, dry_run=False, say=lambda _: None)
+        assert errors == []
+        return reports[0].skips.counts.get(SKIP_VANISHED, 0)
+
+    swap_race(tmp_path, run)
+
+
+def test_entries_swapped_under_the_parallel_walkers_never_lead_outside(tmp_path: Path) -> None:
+    # The parent opens the top level and hands each subtree to a forked worker at once
+    # (parallel_after=1); the flipped names are one level down, so the workers meet them.
+    def run(vol: Path, uid: int) -> int:
+        fd = open_volume(str(vol))
+        try:
+            res = chown_tree(fd, os.fstat(fd), uid, uid, workers=2, parallel_after=1)
+        finally:
+            os.close(fd)
+        return res.skips.counts.get(SKIP_VANISHED, 0)
+
+    swap_race(tmp_path, run, level="d3")
 
 
 def test_the_user_cannot_hard_link_a_root_file_into_the_volume(public: Path) -> None:
