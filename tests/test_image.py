@@ -312,3 +312,16 @@ def test_image_ships_the_shim_and_its_version(volinit_image: str) -> None:
     assert labels["org.opencontainers.image.version"] == version.out.split()[1]
     assert labels["org.opencontainers.image.title"] == "volinit"
     assert "org.opencontainers.image.source" in labels
+
+
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["apply", "--bogus"], ["prune"]],
+                         ids=["help", "apply-help", "unknown-option", "missing-argument"])
+def test_the_image_prints_what_the_installed_cli_prints(volinit_image: str, args: list[str]) -> None:
+    # The image leaves out rich (typer's dependency, never imported on volinit's paths):
+    # help and usage errors must read the same as from a full install.
+    from helpers import volinit
+
+    width = {"COLUMNS": "80"}
+    host = volinit(*args, env=width)
+    image = one_shot(volinit_image, args, env=width, **HARDENED)
+    assert (image.code, image.out, image.err) == (host.code, host.out, host.err)
