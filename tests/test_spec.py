@@ -79,7 +79,10 @@ BAD = [
     ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {.tmp: {prune: 3x}}}}", "volumes./a.dirs..tmp.prune", "bad duration"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {.tmp: {prune: 24}}}}", "volumes./a.dirs..tmp.prune", "bad duration"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {.tmp: {prune: 0h}}}}", "volumes./a.dirs..tmp.prune", "zero"),
-    ("version: 1\nowner: '1'\nvolumes: {/a: {mode: 0750}}", "volumes./a.mode", "quote it"),
+    ("version: 1\nowner: '1'\nvolumes: {/a: {mode: 0750}}", "volumes./a.mode", "mode 0750 is a number"),
+    ("version: 1\nowner: 0x3e8\nvolumes: {/a: {}}", "owner", "bad owner '0x3e8'"),
+    ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {.tmp: {prune: 1:30}}}}", "volumes./a.dirs..tmp.prune",
+     "bad duration '1:30'"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {mode: 750}}", "volumes./a.mode", "quote it"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {mode: '0999'}}", "volumes./a.mode", "bad mode"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {chown: sometimes}}", "volumes./a.chown", "unknown value"),
@@ -94,6 +97,15 @@ BAD = [
     ("version: 1\nowner: '1'\nvolumes:\n  /a: {dirs: {.tmp: {mode: '0700'}\n", "line", "bad YAML"),
     ("version: [1", "line 2 column 1", "bad YAML"),
 ]
+
+
+# Unquoted, YAML 1.1 reads 33:33 as base 60 (2013) and 01000 as octal (512): the owner is
+# what was written, never what YAML made of it.
+@pytest.mark.parametrize("written,uid,gid", [("33:33", 33, 33), ("1:1", 1, 1), ("1000:50", 1000, 50),
+                                             ("1000", 1000, 1000), ("01000", 1000, 1000), ("0", 0, 0)])
+def test_unquoted_owners_mean_what_was_written(written: str, uid: int, gid: int) -> None:
+    loaded = spec.loads(f"version: 1\nowner: {written}\nvolumes:\n  /a:\n    owner: {written}\n  /b: {{}}")
+    assert [(v.owner.uid, v.owner.gid) for v in loaded.volumes] == [(uid, gid), (uid, gid)]
 
 
 @pytest.mark.parametrize("text,key,word", BAD)

@@ -63,11 +63,25 @@ class Spec:
     volumes: tuple[VolumeSpec, ...] = field(default_factory=tuple)
 
 
+class _YamlInt(int):
+    """An int read from a spec that keeps the text it was written as.
+
+    YAML 1.1 reads an unquoted 33:33 as base 60 (2013) and 01000 as octal (512): an owner
+    or a duration is judged by what the user wrote, not by what YAML made of it.
+    """
+
+    text: str
+
+
+def _written(value: Any) -> str:
+    return value.text if isinstance(value, _YamlInt) else str(value)
+
+
 def parse_duration(value: Any, key: str) -> int:
     """Seconds in a duration such as ``90m``, ``24h`` or ``1d12h``."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise SpecError(key, f"expected a duration, got {_show(value)}", 'write it like "24h" or "1d12h"')
-    text = str(value).strip()
+    text = _written(value).strip()
     pos, total = 0, 0
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -87,7 +101,7 @@ def parse_duration(value: Any, key: str) -> int:
 def parse_mode(value: Any, key: str) -> int:
     """Permission bits from a quoted octal string such as ``"0750"``."""
     if isinstance(value, int) and not isinstance(value, bool):
-        raise SpecError(key, f"mode {value} is a number, not an octal string",
+        raise SpecError(key, f"mode {_written(value)} is a number, not an octal string",
                         'quote it: YAML reads 0750 as 488 and 750 as seven hundred fifty; write "0750"')
     if not isinstance(value, str) or not re.fullmatch(r"[0-7]{3,4}", value.strip()):
         raise SpecError(key, f"bad mode {_show(value)}", 'use a quoted octal string such as "0750" or "1777"')
@@ -97,7 +111,7 @@ def parse_mode(value: Any, key: str) -> int:
 def parse_owner(value: Any, key: str) -> Owner:
     """``"UID[:GID]"`` with numeric ids; GID defaults to UID."""
     if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+        value = _written(value)
     match = _OWNER.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise SpecError(key, f"bad owner {_show(value)}",
@@ -264,13 +278,26 @@ def from_data(data: Any) -> Spec:
     return Spec(volumes)
 
 
+def _loader(yaml: Any) -> Any:
+    """The safe loader (C when built), with ints that keep their text (_YamlInt)."""
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    def construct_int(loader: Any, node: Any) -> _YamlInt:
+        value = _YamlInt(loader.construct_yaml_int(node))
+        value.text = node.value
+        return value
+
+    loader: Any = type("SpecLoader", (base,), {})
+    loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    return loader
+
+
 def loads(text: str, source: str = "spec") -> Spec:
     """Parse and validate YAML text; errors name the key path or the line and column."""
     import yaml  # deferred: a container start that needs no spec pays nothing for it
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=_loader(yaml))  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source} line {mark.line + 1} column {mark.column + 1}" if mark else source
