@@ -347,6 +347,50 @@ def test_two_prunes_racing_tolerate_entries_vanishing_under_them(tmp_path: Path)
 # --- Faults --------------------------------------------------------------------------
 
 
+def make_deep(root: Path, depth: int, mtime: float | None = None) -> None:
+    """A chain of `depth` dirs named d below root, fd by fd (no path gets too long)."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            (open(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd), "w")).close()
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    if mtime is not None:
+        for dirpath, _, filenames in os.walk(root, topdown=False):
+            for name in filenames:
+                os.utime(os.path.join(dirpath, name), (mtime, mtime))
+
+
+# The open-file limit can run out at either of two calls per directory: the open, or the
+# dup inside scandir. Consecutive limits land on both; each must be the same one line.
+@pytest.mark.parametrize("argv,env", [
+    (["apply", "{vol}", "--owner", "1002", "--chown", "always"], {"VOLINIT_WORKERS": "1"}),
+    (["apply", "{vol}", "--owner", "1002", "--chown", "always"], {"VOLINIT_WORKERS": "2"}),
+    (["prune", "{vol}", "--older-than", "1d"], {"VOLINIT_WORKERS": "1"}),
+], ids=["walk", "parallel-walk", "prune"])
+def test_running_out_of_open_files_is_one_clear_line_wherever_it_happens(tmp_path: Path, argv: list[str],
+                                                                       env: dict[str, str]) -> None:
+    # Four deep chains beside 6000 files: enough entries for the parallel walk to hand the
+    # chains to its workers, which then walk them depth first (the serial walks do the same).
+    vol = tmp_path / "vol"
+    make_files(vol, 1, 6000, mtime=time.time() - 3 * DAY)
+    for i in range(4):
+        make_deep(vol / f"c{i}", 200, mtime=time.time() - 3 * DAY)
+    args = [a.format(vol=vol) for a in argv]
+    for limit in range(40, 48):
+        run = volinit(*args, env=env, prefix=["sh", "-c", 'ulimit -n "$0" && exec "$@"', str(limit)])
+        assert run.code == 1, (limit, run.err)
+        assert len(run.errors) == 1 and run.errors[0].endswith(
+            ": Too many open files (raise the open-file limit (ulimits: nofile) for the volinit service)"), run.err
+    # with the usual limit the same command finishes
+    assert volinit(*args, env=env).code == 0
+
+
 def test_a_read_only_volume_is_one_clear_error_and_the_next_run_finishes(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", "size=16m") as vol:
         total = make_files(vol, 5, 20)

@@ -26,6 +26,7 @@ from volinit.errors import OperationError
 MAX_WORKERS = 8
 TASK_BYTES = 4
 WORKERS_ENV = "VOLINIT_WORKERS"
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what stops a run: docker stop, Ctrl-C
 
 
 def default_workers() -> int:
@@ -96,21 +97,29 @@ class Pool:
         sys.stderr.flush()
         running: dict[int, int] = {}  # result pipe -> pid
         try:
-            for slot in range(self.workers):
-                res_r, res_w = os.pipe()
-                try:
-                    pid = os.fork()
-                except OSError:  # a pids limit, say: the workers already running share the queue
-                    os.close(res_r)
+            # SIGTERM and SIGINT wait until every worker is forked and recorded: a worker
+            # stopped while still in Python's after-fork code would run our handler there
+            # (a traceback in the container's log), and one forked just before our handler
+            # raised would be left unrecorded, unstopped.
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                for slot in range(self.workers):
+                    res_r, res_w = os.pipe()
+                    try:
+                        pid = os.fork()
+                    except OSError:  # a pids limit, say: the workers already running share the queue
+                        os.close(res_r)
+                        os.close(res_w)
+                        if not running:
+                            raise NoWorkers() from None
+                        break
+                    if pid == 0:  # the worker; it never returns
+                        os.close(res_r)
+                        self._worker(slot, tasks, queue_r, res_w, unblocked)
                     os.close(res_w)
-                    if not running:
-                        raise NoWorkers() from None
-                    break
-                if pid == 0:  # the worker; it never returns
-                    os.close(res_r)
-                    self._worker(slot, tasks, queue_r, res_w)
-                os.close(res_w)
-                running[res_r] = pid
+                    running[res_r] = pid
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             os.close(queue_r)
             queue_r = -1
             return self._gather(running)
@@ -121,11 +130,12 @@ class Pool:
                 _stop(pid)
                 os.close(fd)
 
-    def _worker(self, slot: int, tasks: Sequence[Any], queue: int, out: int) -> None:
+    def _worker(self, slot: int, tasks: Sequence[Any], queue: int, out: int, unblocked: set) -> None:
         # Ctrl-C reaches the whole process group and docker stop's SIGTERM reaches the
         # parent, which then stops us: either way, simply die.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         self.slot = slot
         code = 0
         try:

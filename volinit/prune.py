@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
-from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, join, open_subdir, os_error
+from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, dup_dir, join, list_dir, open_subdir, os_error
 
 
 class PruneResult:
@@ -66,8 +66,8 @@ class _Pruner:
 
         # Frames: [fd, entries, path, name in parent, was old, entries left]
         stack: list[list] = []
-        top_dup = os.dup(top_fd)
-        stack.append([top_dup, os.scandir(top_dup), top, "", False, 0])
+        top_dup = dup_dir(top_fd, top)
+        stack.append([top_dup, list_dir(top_dup, top), top, "", False, 0])
         try:
             while stack:
                 frame = stack[-1]
@@ -103,7 +103,7 @@ class _Pruner:
                             self.room -= 1
                             collect.append((sub_fd, join(base, name), name, st.st_mtime < cutoff))
                             continue
-                        stack.append([sub_fd, os.scandir(sub_fd), join(base, name), name,
+                        stack.append([sub_fd, list_dir(sub_fd, join(base, name)), join(base, name), name,
                                       st.st_mtime < cutoff, 0])
                         descended = True
                         break
@@ -134,6 +134,8 @@ class _Pruner:
                     continue
                 if not self.remove_dir(parent[0], name, path):
                     parent[5] += 1
+        except OSError as exc:  # reading a listing failed (EIO, say): the dir being read
+            raise os_error("cannot read", stack[-1][2] if stack else top, exc) from None
         finally:
             self.seen = seen
             for frame in stack:

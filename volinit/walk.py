@@ -129,6 +129,24 @@ def open_subdir(parent_fd: int, name: str, expect: os.stat_result | None = None)
         raise
 
 
+def list_dir(fd: int, path: str) -> Iterator[os.DirEntry[str]]:
+    """os.scandir on an fd we own. On failure (EMFILE, say) the fd is closed and the error
+    is one for the user: scandir dups the fd, so it can hit the open-file limit that the
+    open before it just missed."""
+    try:
+        return os.scandir(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise os_error("cannot list", path, exc) from None
+
+
+def dup_dir(fd: int, path: str) -> int:
+    try:
+        return os.dup(fd)
+    except OSError as exc:
+        raise os_error("cannot open", path, exc) from None
+
+
 def join(base: str, name: str) -> str:
     return name if not base else f"{base}/{name}"
 
@@ -218,8 +236,8 @@ class _Chowner:
 
         # The stack holds (fd, entries iterator, relative path); the fds are ours to close.
         stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
-        top_dup = os.dup(top_fd)
-        stack.append((top_dup, os.scandir(top_dup), top))
+        top_dup = dup_dir(top_fd, top)
+        stack.append((top_dup, list_dir(top_dup, top), top))
         try:
             while stack:
                 fd, entries, base = stack[-1]
@@ -241,7 +259,7 @@ class _Chowner:
                         if collect is not None and fd == top_dup and len(collect) < self.max_tasks:
                             collect.append((sub_fd, path))
                             continue
-                        stack.append((sub_fd, os.scandir(sub_fd), path))
+                        stack.append((sub_fd, list_dir(sub_fd, path), path))
                         descended = True
                         break
                     try:
@@ -278,6 +296,8 @@ class _Chowner:
                     stack.pop()
                     entries.close()  # type: ignore[attr-defined]
                     os.close(fd)
+        except OSError as exc:  # reading a listing failed (EIO, say): the dir being read
+            raise os_error("cannot read", stack[-1][2] if stack else top, exc) from None
         finally:
             res.entries = seen
             for fd, entries, _ in stack:
