@@ -344,6 +344,34 @@ def test_two_prunes_racing_tolerate_entries_vanishing_under_them(tmp_path: Path)
         assert sorted(os.listdir(tmp)) == ["fresh", "x.lock"]
 
 
+def test_prune_never_crosses_into_a_filesystem_mounted_in_its_dir(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    old = time.time() - 2 * DAY
+    with tmpfs(tmp / "inner", "size=1m") as inner:
+        for path in (tmp / "old", inner / "old-on-tmpfs"):
+            path.touch()
+            os.utime(path, (old, old))
+        os.utime(inner, (old, old))  # the mount point looks old and empty-able too
+        run = volinit("prune", str(tmp), "--older-than", "1d")
+        assert run.code == 0, run.err
+        assert sorted(os.listdir(tmp)) == ["inner"]
+        assert os.listdir(inner) == ["old-on-tmpfs"]
+        assert "removed 1 entries" in run.err and "skipped 1 on other filesystems" in run.err
+
+
+def test_skipped_names_with_control_characters_cannot_forge_a_log_line(public: Path) -> None:
+    vol = public / "vol"
+    vol.mkdir()
+    os.mknod(vol / "dev\nvolinit: all volumes fixed", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    (public / "root-file").write_text("x")
+    os.link(public / "root-file", vol / "hl\x1b[2J\rvolinit: ok")
+    run = volinit("apply", str(vol), "--owner", "1000")
+    assert run.code == 0, run.err
+    assert run.err.count("\n") == 1 and "\r" not in run.err and "\x1b" not in run.err, run.err
+    assert "dev\\nvolinit: all volumes fixed (device node)" in run.err
+    assert "hl\\x1b[2J\\rvolinit: ok (hard link)" in run.err
+
+
 # --- Faults --------------------------------------------------------------------------
 
 

@@ -283,7 +283,7 @@ def test_file_where_a_dir_should_be(shell: Shell, work: Path) -> None:
     (work / "cache").write_text("not a dir")
     line = assert_one_error_line(run_shim(shell, ["true"], {"HF_HOME": str(work / "cache")}))
     assert f"HF_HOME={work}/cache: cannot use it as uid:gid 0:0 (it is not a directory)" in line
-    assert f"point HF_HOME at a directory, or move {work}/cache out of the way" in line
+    assert f"point HF_HOME at a directory, or move {work}/cache out of the way and rerun the volinit init service" in line
     line = assert_one_error_line(run_shim(shell, ["true"], {"TORCH_HOME": str(work / "cache/torch")}))
     assert f"TORCH_HOME={work}/cache/torch: cannot create it" in line
     assert f"({work}/cache is not a directory)" in line
@@ -299,7 +299,8 @@ def test_read_only_mount_fails_even_for_root(shell: Shell, work: Path, namespace
         line = assert_one_error_line(result)
         assert f"{variable}={target}:" in line
         assert "Read-only file system" in line
-        assert f"mount a volume at {target}, or point {variable} at a dir on one" in line
+        assert (f"mount a volume at {target} and let the volinit init service give it to 0:0, "
+                f"or point {variable} at a dir on one") in line
 
 
 # --- pruning ---------------------------------------------------------------------------

@@ -244,7 +244,7 @@ def doctor_cmd(
 
     \b
     Example:
-      docker run --rm --user 1000 --read-only -v cache:/app/cache \\
+      docker run --rm --user 1000:1000 --read-only -v cache:/app/cache \\
         -e TMPDIR=/app/cache/.tmp volinit doctor --min-free 2G --path /app/cache
     """
 
