@@ -27,7 +27,8 @@ def test_every_command_is_documented_with_an_example() -> None:
 def test_top_level_help_lists_exit_codes_and_env() -> None:
     res = volinit("--help")
     assert res.code == 0
-    for word in ("130 interrupted", "2 usage or spec error", "VOLINIT_SPEC", "VOLINIT_IMAGE", *COMMANDS):
+    for word in ("130 interrupted", "2 usage or spec error", "VOLINIT_SPEC", "VOLINIT_IMAGE", "VOLINIT_WORKERS",
+                 *COMMANDS):
         assert word in res.out
 
 
@@ -54,6 +55,23 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], word: str) -> None:
     assert res.code == 2, res
     assert word in res.err
     assert "Traceback" not in res.err
+
+
+@pytest.mark.usefixtures("as_root")
+@pytest.mark.parametrize("workers", ["abc", "0", "-2", "1.5", "²"])
+def test_a_bad_volinit_workers_is_a_usage_error_and_touches_nothing(tmp_path: Path, workers: str) -> None:
+    vol = tmp_path / "vol"
+    (vol / ".tmp").mkdir(parents=True)
+    (vol / ".tmp" / "old").touch()
+    age(vol / ".tmp" / "old", days=3)
+    for args in (["apply", str(vol), "--owner", "1000", "--dir", ".tmp", "--prune", "1d"],
+                 ["prune", str(vol / ".tmp"), "--older-than", "1d"]):
+        res = volinit(*args, env={"VOLINIT_WORKERS": workers})
+        assert res.code == 2
+        assert res.errors == [f"volinit: error: VOLINIT_WORKERS: {workers!r} is not a positive whole number "
+                              "(set it to the number of walking processes, e.g. 2, or unset it for one per CPU)"]
+        assert (vol / ".tmp" / "old").exists()
+        assert os.stat(vol).st_uid == 0
 
 
 def test_missing_default_spec_says_how_to_provide_one(tmp_path: Path) -> None:

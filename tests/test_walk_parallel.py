@@ -177,5 +177,7 @@ def test_default_workers_honours_volinit_workers(monkeypatch) -> None:
     assert parallel.default_workers() == 1
     monkeypatch.setenv("VOLINIT_WORKERS", "3")
     assert parallel.default_workers() == 3
+    monkeypatch.setenv("VOLINIT_WORKERS", "99999999999999999999")  # more than any machine: the cap
+    assert parallel.default_workers() == parallel.MAX_WORKERS
     monkeypatch.delenv("VOLINIT_WORKERS")
     assert 1 <= parallel.default_workers() <= parallel.MAX_WORKERS

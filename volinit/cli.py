@@ -33,7 +33,8 @@ ad-hoc repair, or as a check before the service starts.
 \b
 Exit codes: 0 done (also "nothing to do"), 1 something could not be done or doctor
 found problems, 2 usage or spec error (nothing touched), 130 interrupted, 143 terminated.
-Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair).
+Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair),
+VOLINIT_WORKERS (walking processes for apply and prune; default one per CPU).
 """,
 )
 
@@ -144,7 +145,9 @@ def apply_cmd(
     def go() -> int:
         from volinit import spec as specmod
         from volinit.apply import apply_spec
+        from volinit.parallel import workers_from_env
 
+        workers_from_env()  # a bad VOLINIT_WORKERS stops the run before any volume is touched
         if paths:
             if file:
                 raise UsageError("-f/--file", "", "cannot be combined with PATH arguments",
@@ -198,8 +201,10 @@ def prune_cmd(
     def go() -> int:
         from volinit import spec as specmod
         from volinit import walk
+        from volinit.parallel import workers_from_env
         from volinit.prune import prune_dir
 
+        workers_from_env()
         age = specmod.parse_duration(older_than, "--older-than")
         globs = specmod.parse_keep(list(keep), "--keep") if keep else ()
         path = specmod.parse_prune_dir(directory, "DIR")

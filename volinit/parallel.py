@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import Any, Callable, Sequence
 
-from volinit.errors import OperationError
+from volinit.errors import OperationError, UsageError
 
 MAX_WORKERS = 8
 TASK_BYTES = 4
@@ -31,9 +31,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what stops a run: docker stop,
 
 def default_workers() -> int:
     """Workers worth forking here: usable CPUs, under a cgroup's CPU quota, or VOLINIT_WORKERS."""
-    wanted = os.environ.get(WORKERS_ENV, "")
-    if wanted.isdigit() and int(wanted) > 0:
-        return min(int(wanted), MAX_WORKERS)
+    wanted = workers_from_env()
+    if wanted is not None:
+        return wanted
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -47,6 +47,21 @@ def default_workers() -> int:
     except (OSError, ValueError):
         pass
     return max(1, min(cpus, MAX_WORKERS))
+
+
+def workers_from_env() -> int | None:
+    """VOLINIT_WORKERS as a count (at most MAX_WORKERS), or None when unset or empty.
+
+    Checked before anything touches a volume: a typo is a usage error, not a silent default.
+    """
+    wanted = os.environ.get(WORKERS_ENV, "").strip()
+    if not wanted:
+        return None
+    digits = wanted.lstrip("0")
+    if not (wanted.isascii() and wanted.isdigit() and digits):
+        raise UsageError(WORKERS_ENV, "", f"{wanted!r} is not a positive whole number",
+                         "set it to the number of walking processes, e.g. 2, or unset it for one per CPU")
+    return MAX_WORKERS if len(digits) > 3 else min(int(digits), MAX_WORKERS)
 
 
 class NoWorkers(Exception):
