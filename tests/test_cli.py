@@ -116,3 +116,24 @@ def test_error_lines_escape_control_characters_in_names(tmp_path: Path) -> None:
     assert res.code == 1
     assert res.err.count("\n") == 1 and "\r" not in res.err and "\x1b" not in res.err
     assert "x\\r\\x1b[2Jy: exists and is not a directory" in res.err
+
+
+@pytest.mark.usefixtures("as_root")
+def test_summary_lines_escape_control_characters_in_dir_names(tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    res = volinit("apply", str(vol), "--owner", "1000", "--dir", "a\nb", "--dir", "\x1b[31mred")
+    assert res.code == 0, res.err
+    assert res.err.count("\n") == 1 and "\x1b" not in res.err, res.err
+    assert "created a\\nb, \\x1b[31mred;" in res.err
+    assert (vol / "a\nb").is_dir() and (vol / "\x1b[31mred").is_dir()
+
+
+def test_a_relative_dir_after_the_working_dir_was_removed_is_a_usage_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    res = volinit("prune", ".", "--older-than", "1h",
+                  prefix=["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(gone)])
+    assert res.code == 2
+    assert res.errors == ["volinit: error: spec at DIR: '.' is relative and the working directory was removed "
+                          "(give the absolute path)"]

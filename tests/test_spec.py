@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from volinit import spec
@@ -96,6 +98,9 @@ BAD = [
     ("- just\n- a list", "", "mapping"),
     ("version: 1\nowner: '1'\nvolumes:\n  /a: {dirs: {.tmp: {mode: '0700'}\n", "line", "bad YAML"),
     ("version: [1", "line 2 column 1", "bad YAML"),
+    ("version: 1\nowner: '1000'\nowner: '2000'\nvolumes: {/a: {}}", "line 3 column 1", "duplicate key 'owner'"),
+    ("version: 1\nowner: '1'\nvolumes:\n  /a: {chown: always}\n  /a: {}", "line 5 column 3", "duplicate key '/a'"),
+    ("version: 1\nvolumes: " + "[" * 50000 + "]" * 50000, "line 2 column 41", "nested deeper than 32 levels"),
 ]
 
 
@@ -150,3 +155,24 @@ def test_spec_file_missing_and_not_utf8(tmp_path) -> None:
     bad.write_bytes(b"version: 1\nowner: '\xe9'\n")
     with pytest.raises(SpecError, match="not UTF-8"):
         spec.load(str(bad))
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    loaded = spec.loads("version: 1\nowner: '1'\nvolumes:\n  /a: &v {chown: always, hardlinks: chown}\n"
+                        "  /b:\n    <<: *v\n    chown: never\n")
+    assert [(v.chown, v.hardlinks) for v in loaded.volumes] == [("always", "chown"), ("never", "chown")]
+
+
+def test_spec_files_that_are_not_a_spec_are_refused_without_hanging(tmp_path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: a plain open would block forever
+    with pytest.raises(SpecError, match="not a regular file"):
+        spec.load(str(fifo))
+    with pytest.raises(SpecError, match="not a regular file"):
+        spec.load("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (spec.MAX_SPEC_BYTES + 1))
+    with pytest.raises(SpecError, match="larger than 1024 KiB"):
+        spec.load(str(big))
+    with pytest.raises(SpecError, match="empty path"):
+        spec.load("")

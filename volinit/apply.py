@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from volinit import walk
-from volinit.errors import VolinitError
+from volinit.errors import VolinitError, one_line
 from volinit.prune import PruneResult, prune_dir
 from volinit.spec import Spec, VolumeSpec
 
@@ -55,7 +54,7 @@ class VolumeReport:
         parts.append(f"{would} {self.changed + self.root_changed}")
         if self.skips.total:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skips.counts.items()))
-            parts.append(f"skipped {self.skips.total} ({reasons}: {_printable('; '.join(self.skips.samples))})")
+            parts.append(f"skipped {self.skips.total} ({reasons}: {'; '.join(self.skips.samples)})")
         if self.created:
             parts.append(("would create " if dry_run else "created ") + ", ".join(self.created))
         if self.dirs_fixed:
@@ -64,16 +63,8 @@ class VolumeReport:
             parts.append(f"{'would prune' if dry_run else 'pruned'} {_n(self.pruned, 'entry', 'entries')} "
                          f"({_size(self.pruned_bytes)})")
         parts.append(f"{self.seconds:.2f} s")
-        return f"{self.path}: " + "; ".join(parts)
-
-
-def _printable(text: str) -> str:
-    """Control characters escaped: a file name is the volume user's to choose, and one
-    holding a newline would otherwise forge a line of volinit's log."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+        # one line: the names in it (created dirs, skipped entries) are the users' to choose
+        return one_line(f"{self.path}: " + "; ".join(parts))
 
 
 def _n(count: int, one: str, many: str) -> str:

@@ -15,7 +15,16 @@ from typing import Callable, List, Optional
 import typer
 
 from volinit import __version__
-from volinit.errors import EXIT_BUG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, VolinitError
+from volinit.errors import (
+    EXIT_BUG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    VolinitError,
+    one_line,
+)
 
 EXIT_TERMINATED = 143
 SPEC_ENV = "VOLINIT_SPEC"
@@ -48,7 +57,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def say(line: str) -> None:
-    print(f"volinit: {line}", file=sys.stderr, flush=True)
+    # summaries name dirs from the spec or flags, and skipped entries: escaped like errors
+    print(f"volinit: {one_line(line)}", file=sys.stderr, flush=True)
 
 
 def error(line: str) -> None:
@@ -158,7 +168,7 @@ def apply_cmd(
             if given:
                 raise UsageError(given[0], "", "only applies to PATH arguments",
                                  "name the volumes, e.g. volinit apply /data --owner 1000:1000, or put it in the spec")
-            spec = specmod.load(file or os.environ.get(SPEC_ENV) or specmod.DEFAULT_SPEC_PATH)
+            spec = specmod.load(file if file is not None else os.environ.get(SPEC_ENV) or specmod.DEFAULT_SPEC_PATH)
         progress = Progress()
         try:
             reports, errors = apply_spec(spec, dry_run=dry_run, say=say, progress=progress)

@@ -31,11 +31,15 @@ class VolinitError(Exception):
             text += f": {self.why}"
         if self.fix:
             text += f" ({self.fix})"
-        # one line, whatever a path or a YAML message carried in: a name with a newline,
-        # a carriage return or a terminal escape must not forge or hide a log line
-        if text.isprintable():
-            return text
-        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """text with every unprintable character escaped: a name with a newline, a carriage
+    return or a terminal escape must not forge or hide a log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class UsageError(VolinitError):

@@ -7,7 +7,9 @@ every failure names its key path, e.g. ``volumes./app/cache.dirs..tmp.prune``.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -20,6 +22,8 @@ DEFAULT_SPEC_PATH = "/etc/volinit/volinit.yaml"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_PART = re.compile(r"([0-9]{1,20})([smhdw])")  # bounded: int() refuses 4300+ digits
 _MAX_DURATION = 100 * 365 * 86400
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # a spec nests 4 deep (volumes, a volume, dirs, a dir)
 _OWNER = re.compile(r"([0-9]{1,20})(?::([0-9]{1,20}))?")  # ASCII digits, bounded: int() refuses 4300+
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown(2)
 
@@ -287,9 +291,42 @@ def _loader(yaml: Any) -> Any:
         value.text = node.value
         return value
 
-    loader: Any = type("SpecLoader", (base,), {})
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+        # YAML lets a later key silently replace an earlier one: in a spec that drops a
+        # volume's settings or changes the owner unseen. Merged keys (<<) may be overridden.
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = loader.construct_object(key_node, deep=deep)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {_show(key)}", key_node.start_mark)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    break
+        return base.construct_mapping(loader, node, deep)
+
+    loader: Any = type("SpecLoader", (base,), {"construct_mapping": construct_mapping})
     loader.add_constructor("tag:yaml.org,2002:int", construct_int)
     return loader
+
+
+def _check_depth(yaml: Any, text: str, source: str) -> None:
+    """Refuse deep nesting before loading: the C loader builds nodes recursively, and a
+    100 KB spec of brackets overflows its stack (a segfault, not an error)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise SpecError(f"{source} line {mark.line + 1} column {mark.column + 1}",
+                                f"nested deeper than {MAX_DEPTH} levels", "a spec needs four; fix the structure")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def loads(text: str, source: str = "spec") -> Spec:
@@ -297,6 +334,7 @@ def loads(text: str, source: str = "spec") -> Spec:
     import yaml  # deferred: a container start that needs no spec pays nothing for it
 
     try:
+        _check_depth(yaml, text, source)
         data = yaml.load(text, Loader=_loader(yaml))  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -312,14 +350,26 @@ def loads(text: str, source: str = "spec") -> Spec:
 def load(path: str) -> Spec:
     from volinit.errors import OperationError
 
+    if not path:
+        raise SpecError("-f", "empty path", "name the spec file, e.g. -f volinit.yaml")
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        # O_NONBLOCK: a FIFO must not hang the init container at open; it is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SpecError(path, "spec file not found",
                         "mount it (compose configs: with file:), pass -f SPEC, or set VOLINIT_SPEC") from None
     except OSError as exc:
         raise OperationError("cannot read spec", path, exc.strerror or str(exc)) from None
+    try:
+        with open(fd, "rb", closefd=True) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SpecError(path, "not a regular file", "point -f or VOLINIT_SPEC at the spec file itself")
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise OperationError("cannot read spec", path, exc.strerror or str(exc)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(path, f"larger than {MAX_SPEC_BYTES // 1024} KiB",
+                        "is this the spec file? a spec is a few lines")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -355,11 +405,13 @@ def from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str
 
 def parse_prune_dir(value: str, key: str) -> str:
     """A directory to prune: any absolute path but / and the system trees (/tmp is fine)."""
-    import os.path
-
     if not value or "\0" in value:
         raise SpecError(key, f"bad directory {value!r}")
-    path = os.path.normpath(os.path.join(os.getcwd(), value))
+    try:
+        path = os.path.normpath(os.path.join(os.getcwd(), value))
+    except FileNotFoundError:  # only a relative value reaches getcwd's answer
+        raise SpecError(key, f"{value!r} is relative and the working directory was removed",
+                        "give the absolute path") from None
     parts = [p for p in path.split("/") if p]
     if parts == ["tmp"]:  # the classic target of tmpreaper-style cleaning
         return path
