@@ -240,6 +240,24 @@ def test_symlinked_dir_in_spec_is_refused_not_followed(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == [] and os.stat(outside).st_uid == 0
 
 
+@pytest.mark.parametrize("blocker", ["file", "symlink"])
+def test_a_dir_that_cannot_be_made_fails_the_volume_before_anything_changes(tmp_path: Path, blocker: str) -> None:
+    vol = tmp_path / "vol"
+    (vol / "cache").mkdir(parents=True)
+    (vol / "cache" / "old").write_text("x")
+    age(vol / "cache" / "old", days=3)
+    if blocker == "file":
+        (vol / "tmp").write_text("in the way")
+    else:
+        (vol / "tmp").symlink_to(tmp_path)
+    before = owners(vol)
+    res = volinit("apply", str(vol), "--owner", "1000", "--dir", "cache", "--dir", "tmp/sub", "--prune", "1d")
+    assert res.code == 1
+    assert res.errors[0].startswith(f"volinit: error: cannot create {vol}/tmp: ")
+    assert owners(vol) == before  # no walk happened
+    assert (vol / "cache" / "old").exists()  # no prune happened
+
+
 def test_volume_path_through_a_symlink_is_refused(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()

@@ -99,6 +99,8 @@ BAD = [
     ("version: 1\nowner: '1'\nvolumes:\n  /a: {dirs: {.tmp: {mode: '0700'}\n", "line", "bad YAML"),
     ("version: [1", "line 2 column 1", "bad YAML"),
     ("version: 1\nowner: '1000'\nowner: '2000'\nvolumes: {/a: {}}", "line 3 column 1", "duplicate key 'owner'"),
+    ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {x/" + "b" * 256 + ": {}}}}", "volumes./a.dirs.x/b",
+     "longer than 255 bytes"),
     ("version: 1\nowner: '1'\nvolumes:\n  /a: {chown: always}\n  /a: {}", "line 5 column 3", "duplicate key '/a'"),
     ("version: 1\nvolumes: " + "[" * 50000 + "]" * 50000, "line 2 column 41", "nested deeper than 32 levels"),
 ]

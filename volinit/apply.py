@@ -109,6 +109,10 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
     root_fd = walk.open_volume(vol.path)
     try:
         _lock(root_fd, vol.path, say)
+        # A dir that cannot be made (a file or a symlink where it goes) fails the volume
+        # before anything in it changes: the dry run meets the same checks, creating nothing.
+        for d in vol.dirs:
+            walk.ensure_dir(root_fd, d.path, uid, gid, d.mode, set_owner=False, dry_run=True)
         for d in vol.dirs:
             if d.prune is None:
                 continue

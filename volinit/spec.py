@@ -23,6 +23,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_PART = re.compile(r"([0-9]{1,20})([smhdw])")  # bounded: int() refuses 4300+ digits
 _MAX_DURATION = 100 * 365 * 86400
 MAX_SPEC_BYTES = 1024 * 1024
+NAME_MAX = 255  # bytes in one path component, on every Linux filesystem volumes live on
 MAX_DEPTH = 32  # a spec nests 4 deep (volumes, a volume, dirs, a dir)
 _OWNER = re.compile(r"([0-9]{1,20})(?::([0-9]{1,20}))?")  # ASCII digits, bounded: int() refuses 4300+
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown(2)
@@ -159,6 +160,10 @@ def parse_rel_dir(value: Any, key: str) -> str:
         raise SpecError(key, f"directory {value!r} leaves its volume", "dirs may not contain '..'")
     if not parts:
         raise SpecError(key, f"directory {value!r} is the volume itself", "name a directory inside the volume")
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise SpecError(key, f"directory name {_show(part)} is longer than {NAME_MAX} bytes",
+                            "filesystems refuse longer names; shorten it")
     return "/".join(parts)
 
 
