@@ -137,3 +137,12 @@ def test_a_relative_dir_after_the_working_dir_was_removed_is_a_usage_error(tmp_p
     assert res.code == 2
     assert res.errors == ["volinit: error: spec at DIR: '.' is relative and the working directory was removed "
                           "(give the absolute path)"]
+
+
+def test_doctor_in_a_removed_working_dir_is_a_usage_error(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    res = volinit("doctor", "--path", ".", env={"TMPDIR": "rel"},
+                  prefix=["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(gone)])
+    assert res.code == 2
+    assert res.errors == ["volinit: error: the working directory was removed (cd to an existing directory and rerun)"]

@@ -130,6 +130,14 @@ def test_parse_size_reads_powers_of_1024(text: str, size: int) -> None:
     assert doctor.parse_size(text) == size
 
 
+@pytest.mark.parametrize("text", ["9" * 330, "9" * 310 + ".5G", "9" * 5000, "1048577T", "2000000000000000000"])
+def test_parse_size_refuses_sizes_past_any_disk(text: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        doctor.parse_size(text)
+    assert caught.value.exit_code == EXIT_USAGE
+    assert caught.value.line().endswith(": larger than any disk (over 1 EiB) (give the free space needed, e.g. 2G)")
+
+
 @pytest.mark.parametrize("text", ["", "M", "-1M", "64X", "1.5", "64iB", "1e6", "64 M B", "0x40", "1,5G"])
 def test_parse_size_rejects_with_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError) as caught:

@@ -53,6 +53,9 @@ class Mount(NamedTuple):
     source: str
 
 
+MAX_SIZE = 1 << 60  # 1 EiB
+
+
 def parse_size(text: str, flag: str = "--min-free") -> int:
     """Bytes in `text`: 1024, 512k, 64M, 1G, 2T, optionally with B or iB (all powers of 1024)."""
     match = _SIZE.fullmatch(text)
@@ -62,7 +65,13 @@ def parse_size(text: str, flag: str = "--min-free") -> int:
     number, unit = match.group(1), match.group(2).lower()
     if "." in number and not unit:
         raise UsageError(flag, repr(text), "a fraction of a byte", "use whole bytes, or a unit: 1.5G")
-    return int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
+    too_big = UsageError(flag, repr(text), "larger than any disk (over 1 EiB)", "give the free space needed, e.g. 2G")
+    if len(number) > 24:  # before any arithmetic: a float overflow, or past int()'s digit limit
+        raise too_big
+    size = int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
+    if size > MAX_SIZE:
+        raise too_big
+    return size
 
 
 def format_size(size: int) -> str:
@@ -76,6 +85,10 @@ def format_size(size: int) -> str:
 
 def run(paths: Sequence[str], min_free: int | None, as_json: bool) -> int:
     """Check everything, report on stdout (a table, or one JSON document); 1 on any problem."""
+    try:
+        os.getcwd()  # tempfile's last candidate, and the base of every relative path below
+    except FileNotFoundError:
+        raise UsageError("the working directory was removed", "", "", "cd to an existing directory and rerun") from None
     env = os.environ
     mounts, mounts_error = read_mounts(MOUNTINFO)
     tempdir, temp_check = check_tempfile_dir(env)
