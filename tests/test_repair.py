@@ -23,6 +23,7 @@ from typing import NamedTuple
 import pytest
 
 from volinit import repair
+from volinit.errors import UsageError
 
 VOLINIT = Path(sys.executable).with_name("volinit")
 NO_DAEMON = "unix:///nonexistent/docker.sock"
@@ -115,6 +116,23 @@ def test_plan_runs_apply_with_chown_always_once_per_volume(monkeypatch: pytest.M
     monkeypatch.setenv(repair.IMAGE_ENV, "registry.example/volinit:1")
     assert repair.plan(["app_cache"], "1", [], None, None, False).image == "registry.example/volinit:1"
     assert repair.plan(["app_cache"], "1", [], None, "mine:2", False).image == "mine:2"
+
+
+@pytest.mark.parametrize("image", ["volinit:latest", "ghcr.io/volinit/volinit:0.1", "localhost:5000/team/volinit:1",
+                                   "volinit@sha256:" + "a" * 64, "sha256:" + "b" * 64, "0123456789ab"])
+def test_image_references_docker_takes_are_taken(image: str) -> None:
+    assert repair.plan(["app_cache"], "1", [], None, image, False).image == image
+
+
+@pytest.mark.parametrize("image", ["BAD IMAGE!!", "UPPER:case", "http://x/y", "volinit:", "a//b"])
+def test_a_malformed_image_is_a_usage_error_before_docker_is_asked(image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError) as caught:
+        repair.plan(["app_cache"], "1", [], None, image, False)
+    assert caught.value.line().startswith(f"--image {image!r}: not an image reference (e.g. volinit:latest")
+    monkeypatch.setenv(repair.IMAGE_ENV, image)
+    with pytest.raises(UsageError) as caught:
+        repair.plan(["app_cache"], "1", [], None, None, False)
+    assert caught.value.line().startswith(f"VOLINIT_IMAGE {image!r}: not an image reference")
 
 
 def test_container_is_hardened_and_mounts_a_volume_not_a_host_path() -> None:

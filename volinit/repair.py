@@ -52,6 +52,15 @@ class Plan:
     force: bool
 
 
+# Docker's image reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest]
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::\w[\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+_IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,64}")
+
+
 def plan(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
          image: str | None, force: bool) -> Plan:
     """Validate the flags into a Plan; raises UsageError/SpecError (exit 2) before Docker is touched."""
@@ -81,9 +90,13 @@ def plan(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
             names.append(name)
     jobs = tuple(Job(n, f"{MOUNT_ROOT}/{n}", ("apply", f"{MOUNT_ROOT}/{n}", *tail)) for n in names)
     chosen = image if image is not None else (os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE)
-    if not chosen.strip():
+    chosen = chosen.strip()
+    if not chosen:
         raise UsageError("--image", "", "is empty", f"name an image, e.g. --image {DEFAULT_IMAGE}")
-    return Plan(chosen.strip(), own, jobs, force)
+    if not (_REFERENCE.fullmatch(chosen) or _IMAGE_ID.fullmatch(chosen)):
+        raise UsageError("--image" if image is not None else IMAGE_ENV, repr(chosen), "not an image reference",
+                         f"e.g. {DEFAULT_IMAGE}, ghcr.io/volinit/volinit:0.1 or an image ID; names are lower case")
+    return Plan(chosen, own, jobs, force)
 
 
 def container_kwargs(job: Job, image: str, name: str) -> dict[str, Any]:
