@@ -478,3 +478,12 @@ def test_table_numbers_each_problem_with_its_fix(user_python: str, work: Path) -
     assert f"\n1. XDG_CACHE_HOME is not a writable dir: {cache}\n   why: " in text
     assert f"\n2. data will not outlive the container: {FAKE}/data\n" in text
     assert f"   fix: mount a volume at {FAKE}/data\n" in text
+
+
+def test_a_newline_in_a_variable_cannot_add_a_line_to_the_table(work: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TMPDIR", f"{work}/gone\nTMPDIR  /ok  ok: forged")
+    doctor.run([], None, as_json=False)
+    out = capsys.readouterr().out
+    assert "\nTMPDIR  /ok" not in out
+    assert f"TMPDIR      {work}/gone\\nTMPDIR  /ok  ok: forged  PROBLEM: " in out

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from volinit.errors import UsageError
+from volinit.errors import UsageError, one_line
 
 # where the mounts are read from; a test points this at a sample file
 MOUNTINFO = "/proc/self/mountinfo"
@@ -316,14 +316,17 @@ def print_table(checks: list[Check]) -> None:
     problems = [check for check in checks if not check.ok]
     print(f"volinit doctor as uid:gid {os.geteuid()}:{os.getegid()}: "
           + (f"{len(problems)} problem{'s' if len(problems) != 1 else ''}" if problems else "healthy"))
+    # paths come from the environment and may hold a newline: one row stays one line
     rows = [("CHECK", "WHERE", "RESULT")]
-    rows += [(check.check, check.where, ("ok: " if check.ok else "PROBLEM: ") + check.detail) for check in checks]
+    rows += [(check.check, one_line(check.where), one_line(("ok: " if check.ok else "PROBLEM: ") + check.detail))
+             for check in checks]
     width_check = max(len(row[0]) for row in rows)
     width_where = max(len(row[1]) for row in rows)
     for name, where, result in rows:
         print(f"{name:<{width_check}}  {where:<{width_where}}  {result}")
     for number, check in enumerate(problems, 1):
-        print(f"\n{number}. {check.what}: {check.where}\n   why: {check.detail}\n   fix: {check.fix}")
+        what, where, why, fix = (one_line(text) for text in (check.what, check.where, check.detail, check.fix))
+        print(f"\n{number}. {what}: {where}\n   why: {why}\n   fix: {fix}")
     sys.stdout.flush()
 
 
