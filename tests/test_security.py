@@ -344,6 +344,28 @@ def test_two_prunes_racing_tolerate_entries_vanishing_under_them(tmp_path: Path)
         assert sorted(os.listdir(tmp)) == ["fresh", "x.lock"]
 
 
+def test_hard_linked_fifos_sockets_and_symlinks_from_outside_are_skipped_too(public: Path) -> None:
+    # Where fs.protected_hardlinks is off, a user can link any root-owned inode into the
+    # volume, not only a regular file: a FIFO or socket given away is a channel handed over.
+    import socket
+
+    outside, vol = public / "outside", public / "vol"
+    outside.mkdir()
+    vol.mkdir()
+    os.mkfifo(outside / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(outside / "sock"))
+    sock.close()
+    (outside / "link").symlink_to("/etc/shadow")
+    for name in ("fifo", "sock", "link"):
+        os.link(outside / name, vol / name, follow_symlinks=False)  # as root: stands in for protected_hardlinks=0
+    run = volinit("apply", str(vol), "--owner", "1000", "--json")
+    assert run.code == 0, run.err
+    assert json.loads(run.out)["volumes"][0]["skipped"]["by_reason"] == {"hard link": 3}
+    assert {name: os.lstat(outside / name).st_uid for name in ("fifo", "sock", "link")} == {
+        "fifo": 0, "sock": 0, "link": 0}
+
+
 def test_prune_never_crosses_into_a_filesystem_mounted_in_its_dir(tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     old = time.time() - 2 * DAY

@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 from collections import deque
-from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG
+from stat import S_IFBLK, S_IFCHR, S_IFDIR
 from typing import Callable, Iterator
 
 from volinit.errors import OperationError
@@ -271,11 +271,12 @@ class _Chowner:
                         skips.add(SKIP_MOUNT, join(base, name))
                         continue
                     kind = st.st_mode & FORMAT_BITS
-                    if kind == S_IFREG:
-                        if st.st_nlink > 1 and not chown_links:
-                            skips.add(SKIP_HARDLINK, join(base, name))
-                            continue
-                    elif kind == S_IFCHR or kind == S_IFBLK:
+                    # any non-directory can be hard-linked in from outside where
+                    # fs.protected_hardlinks is off: a FIFO or a socket as well as a file
+                    if st.st_nlink > 1 and not chown_links and kind != S_IFDIR:
+                        skips.add(SKIP_HARDLINK, join(base, name))
+                        continue
+                    if kind == S_IFCHR or kind == S_IFBLK:
                         skips.add(SKIP_DEVICE, join(base, name))
                         continue
                     elif kind == S_IFDIR:  # listed as something else: swapped since
@@ -326,7 +327,7 @@ def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
 
     Changes only entries whose owner differs; never follows symlinks (a link is changed
     itself), stays on the root's filesystem, leaves device nodes and (unless hardlinks is
-    "chown") multiply-linked regular files alone. The caller fixes the root afterwards, so
+    "chown") multiply-linked non-directories alone. The caller fixes the root afterwards, so
     an interrupted walk leaves the root wrong and the next run walks again.
 
     A big tree is shared among `workers` forked processes (default: the usable CPUs): the
