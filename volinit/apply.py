@@ -122,6 +122,9 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
             try:
                 res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run,
                                              progress=_labelled(progress, f"{vol.path}/{d.path}"))
+            except VolinitError as exc:
+                exc.where = f"{d.path}/{exc.where}" if exc.where else d.path  # prune names entries below d
+                raise
             finally:
                 os.close(dfd)
             rep.pruned += res.removed

@@ -115,6 +115,9 @@ class _Pruner:
                             unlink(name, dir_fd=fd)
                         except FileNotFoundError:
                             continue
+                        except IsADirectoryError:  # swapped for a dir since the stat: left
+                            frame[5] += 1
+                            continue
                         except OSError as exc:
                             raise os_error("cannot remove", join(base, name), exc) from None
                     res.removed += 1
@@ -151,7 +154,8 @@ class _Pruner:
             except FileNotFoundError:
                 return True  # another pruner's
             except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # refilled meanwhile
+                # refilled meanwhile, or swapped for a symlink or a file since it was listed
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                     return False
                 raise os_error("cannot remove", path, exc) from None
         self.res.removed += 1
