@@ -345,6 +345,46 @@ def test_two_prunes_racing_tolerate_entries_vanishing_under_them(tmp_path: Path)
         assert sorted(os.listdir(tmp)) == ["fresh", "x.lock"]
 
 
+# Renames one name back and forth as fast as it can: a subtree keeps leaving the place the
+# walk is about to visit and coming back to one it has passed.
+TOGGLER = r"""
+import os, sys
+a, b = sys.argv[1:3]
+print("toggling", flush=True)
+while True:
+    for src, dst in ((a, b), (b, a)):
+        try:
+            os.rename(src, dst)
+        except OSError:
+            pass
+"""
+
+
+def test_a_subtree_renamed_during_the_walk_is_walked_before_the_root_is_fixed(tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    for attempt in range(30):
+        shutil.rmtree(vol, ignore_errors=True)
+        make_files(vol / "sub", 4, 2000)
+        toggler = subprocess.Popen([sys.executable, "-c", TOGGLER, str(vol / "sub/d0"), str(vol / "sub/d0x")],
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            assert toggler.stdout is not None and toggler.stdout.readline() == "toggling\n"
+            run = volinit("apply", str(vol), "--owner", "1000")
+        finally:
+            toggler.kill()
+            toggler.wait()
+        if "changed during walk" in run.err or run.code == 1:
+            break
+    else:
+        pytest.fail("the rename never raced the walk in 30 attempts")
+    if run.code == 1:  # renamed during every walk: the root stays wrong, so the rerun walks
+        assert run.errors[0].startswith(f"volinit: error: cannot finish {vol}: entries were renamed"), run.err
+        assert os.stat(vol).st_uid == 0
+    # either way, a plain rerun (default policy) leaves nothing behind
+    assert volinit("apply", str(vol), "--owner", "1000").code == 0
+    assert {u for u, _, _ in owners(vol).values()} == {1000}, attempt
+
+
 def test_prune_raced_by_dirs_swapped_with_symlinks_finishes_and_stays_inside(tmp_path: Path) -> None:
     # An entry stat'ed as a file may be a dir by the unlink, and a dir a symlink by the
     # rmdir: such an entry is left for the next run, never an error (nor followed).

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from volinit import walk
-from volinit.errors import VolinitError, one_line
+from volinit.errors import OperationError, VolinitError, one_line
 from volinit.prune import PruneResult, prune_dir
 from volinit.spec import Spec, VolumeSpec
 
@@ -65,6 +65,9 @@ class VolumeReport:
         parts.append(f"{self.seconds:.2f} s")
         # one line: the names in it (created dirs, skipped entries) are the users' to choose
         return one_line(f"{self.path}: " + "; ".join(parts))
+
+
+WALKS = 3  # walks of one volume in a run while entries keep changing under them
 
 
 def _n(count: int, one: str, many: str) -> str:
@@ -140,10 +143,21 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
             was = f"{root_st.st_uid}:{root_st.st_gid} {stat.S_IMODE(root_st.st_mode):04o}"
             rep.decision = "chown always: walked" if vol.chown == "always" else f"root was {was}: walked"
             cb = _labelled(progress, vol.path)
-            res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
-                                   dry_run=dry_run, progress=cb)
-            rep.entries, rep.changed = res2.entries, res2.changed
-            rep.skips.merge(res2.skips)
+            for _ in range(WALKS):
+                res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
+                                       dry_run=dry_run, progress=cb)
+                rep.entries += res2.entries
+                rep.changed += res2.changed
+                rep.skips.merge(res2.skips)
+                # An entry renamed while we walked may have moved to where we had already
+                # been: walk again (changing only what differs), or the root, fixed below,
+                # would tell every later run that the volume is right.
+                if dry_run or not res2.skips.counts.get(walk.SKIP_VANISHED):
+                    break
+            else:
+                raise OperationError("cannot finish", vol.path,
+                                     f"entries were renamed or replaced during {WALKS} walks",
+                                     "stop the containers writing to this volume and rerun; its root stays unfixed")
 
         for d in vol.dirs:
             created, fixed = walk.ensure_dir(root_fd, d.path, uid, gid, d.mode,
