@@ -175,6 +175,17 @@ def test_leftover_probe_from_a_killed_start_is_cleared(shell: Shell, work: Path,
     assert list(tmp.iterdir()) == []
 
 
+def test_a_fifo_under_the_probe_name_cannot_hang_the_start(shell: Shell, work: Path, namespaces: None) -> None:
+    # noclobber refuses to overwrite regular files only: opening a FIFO with no reader
+    # would block the container's start for good (and PID 1 ignores SIGTERM)
+    tmp = work / "tmp"
+    tmp.mkdir()
+    os.mkfifo(tmp / ".volinit-probe.1.0")
+    result = run_shim(shell, ["sh", "-c", "echo started"], {"TMPDIR": str(tmp)}, namespace_setup=":")
+    assert (result.returncode, result.stdout) == (0, "started\n"), result.stderr
+    assert list(tmp.iterdir()) == []
+
+
 # --- the command -----------------------------------------------------------------------
 
 
