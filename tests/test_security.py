@@ -229,7 +229,11 @@ def test_entries_swapped_for_symlinks_mid_walk_never_lead_outside(tmp_path: Path
     def run(vol: Path, uid: int) -> int:
         plan = spec.from_flags([str(vol)], str(uid), None, "always", [], None)
         reports, errors = apply_spec(plan, dry_run=False, say=lambda _: None)
-        assert errors == []
+        if errors:  # raced in every walk of the run: the volume fails, its root unfixed
+            assert [e.line() for e in errors] == [f"cannot finish {vol}: entries were renamed or replaced during "
+                                                  "3 walks (stop the containers writing to this volume and rerun; "
+                                                  "its root stays unfixed)"]
+            return 1
         return reports[0].skips.counts.get(SKIP_VANISHED, 0)
 
     swap_race(tmp_path, run)
