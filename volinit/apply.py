@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from volinit import walk
-from volinit.errors import OperationError, VolinitError, one_line
+from volinit.errors import OperationError, VolinitError
 from volinit.prune import PruneResult, prune_dir
 from volinit.spec import Spec, VolumeSpec
 
@@ -63,8 +63,7 @@ class VolumeReport:
             parts.append(f"{'would prune' if dry_run else 'pruned'} {_n(self.pruned, 'entry', 'entries')} "
                          f"({_size(self.pruned_bytes)})")
         parts.append(f"{self.seconds:.2f} s")
-        # one line: the names in it (created dirs, skipped entries) are the users' to choose
-        return one_line(f"{self.path}: " + "; ".join(parts))
+        return f"{self.path}: " + "; ".join(parts)  # cli.say escapes the names in it
 
 
 WALKS = 3  # walks of one volume in a run while entries keep changing under them

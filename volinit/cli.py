@@ -57,7 +57,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def say(line: str) -> None:
-    # summaries name dirs from the spec or flags, and skipped entries: escaped like errors
+    # every info line goes through here: summaries name created dirs and skipped entries,
+    # whose names are the volume users' to choose, so they are escaped like errors
     print(f"volinit: {one_line(line)}", file=sys.stderr, flush=True)
 
 
