@@ -65,6 +65,30 @@ def age(path: Path, days: float) -> None:
     os.utime(path, (t, t), follow_symlinks=False)
 
 
+def make_chain(top: Path, depth: int, *, file_per_level: str | None = None, file_at_bottom: str | None = None,
+               mtime: float | None = None) -> None:
+    """A chain top/d/d/.../d of `depth` dirs below the existing dir top, fd by fd (the path
+    outgrows PATH_MAX), with an empty file in each level or at the bottom; mtime dates them."""
+
+    def touch(name: str, dir_fd: int) -> None:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dir_fd))
+        if mtime is not None:
+            os.utime(name, (mtime, mtime), dir_fd=dir_fd)
+
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            if file_per_level is not None:
+                touch(file_per_level, fd)
+            os.mkdir("d", dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        if file_at_bottom is not None:
+            touch(file_at_bottom, fd)
+    finally:
+        os.close(fd)
+
 
 def remove_chain(top: Path, name: str = "d") -> None:
     """Remove a deep chain top/d/d/d/... without recursion (rmtree overflows at 1000 levels)."""

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import age, ctimes, owners, remove_chain, volinit
+from helpers import age, ctimes, make_chain, owners, remove_chain, volinit
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -197,13 +197,7 @@ def test_deep_tree_and_hostile_names(tmp_path: Path) -> None:
     vol = tmp_path / "vol"
     vol.mkdir()
     # 3000 levels: more than Python's recursion limit and more than one path can name
-    fd = os.open(vol, os.O_RDONLY)
-    for _ in range(3000):
-        os.mkdir("d", dir_fd=fd)
-        nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = nfd
-    os.close(fd)
+    make_chain(vol, 3000)
     names = [b"new\nline", b"bad-\xff\xfe-utf8", b"x" * 255, b" leading space", b"-dash"]
     for n in names:
         with open(os.path.join(os.fsencode(vol), n), "wb") as fh:

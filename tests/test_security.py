@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import Result, volinit
+from helpers import Result, make_chain, volinit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -469,25 +469,6 @@ def test_skipped_names_with_control_characters_cannot_forge_a_log_line(public: P
 # --- Faults --------------------------------------------------------------------------
 
 
-def make_deep(root: Path, depth: int, mtime: float | None = None) -> None:
-    """A chain of `depth` dirs named d below root, fd by fd (no path gets too long)."""
-    root.mkdir()
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            (open(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd), "w")).close()
-            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-    finally:
-        os.close(fd)
-    if mtime is not None:
-        for dirpath, _, filenames in os.walk(root, topdown=False):
-            for name in filenames:
-                os.utime(os.path.join(dirpath, name), (mtime, mtime))
-
-
 # The open-file limit can run out at either of two calls per directory: the open, or the
 # dup inside scandir. Consecutive limits land on both; each must be the same one line.
 @pytest.mark.parametrize("argv,env", [
@@ -502,7 +483,8 @@ def test_running_out_of_open_files_is_one_clear_line_wherever_it_happens(tmp_pat
     vol = tmp_path / "vol"
     make_files(vol, 1, 6000, mtime=time.time() - 3 * DAY)
     for i in range(4):
-        make_deep(vol / f"c{i}", 200, mtime=time.time() - 3 * DAY)
+        (vol / f"c{i}").mkdir()
+        make_chain(vol / f"c{i}", 200, file_per_level="f", mtime=time.time() - 3 * DAY)
     args = [a.format(vol=vol) for a in argv]
     for limit in range(40, 48):
         run = volinit(*args, env=env, prefix=["sh", "-c", 'ulimit -n "$0" && exec "$@"', str(limit)])

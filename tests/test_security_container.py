@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Result
+from helpers import Result, make_chain
 from test_security import count, entries, make_files, owners, tmpfs
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("as_root")]
@@ -41,20 +41,6 @@ def docker_run(image: str, *args: str, flags: tuple[str, ...] = (), timeout: flo
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     assert "Traceback" not in proc.stderr, proc.stderr
     return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def make_deep(root: Path, depth: int) -> None:
-    """root/d/d/.../d/file, depth levels: fd-relative, as the path outgrows PATH_MAX."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        os.close(os.open("file", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
-    finally:
-        os.close(fd)
 
 
 def hostile_volume(box: Path) -> tuple[Path, Path]:
@@ -80,7 +66,7 @@ def hostile_volume(box: Path) -> tuple[Path, Path]:
     (vol / "dir\nwith newline" / "f").write_text("x")
     os.close(os.open(bytes(vol) + b"/bad\xff\xfeutf8", os.O_CREAT | os.O_WRONLY, 0o644))
     (vol / ("n" * 255)).write_text("x")
-    make_deep(vol, DEEP)
+    make_chain(vol, DEEP, file_at_bottom="file")
     return vol, outside
 
 
