@@ -1,0 +1,90 @@
+"""One neutral description of a workload, filled by an adapter per source.
+
+The compose reader (`docker compose config`) and the Kubernetes reader (manifests) each turn
+their input into these; the rules that find the incidents and the planner that writes the
+fix read only these. An adapter never decides a finding; a rule never looks at a compose
+or Kubernetes dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Mount kinds. What matters to the rules is whether the data outlives the container, whether
+# Docker/Kubernetes copies the image's dir into it when it is new, and who owns it.
+VOLUME = "volume"  # a compose named volume, or a Kubernetes PVC / volumeClaimTemplate
+BIND = "bind"  # a host directory or file (compose bind, Kubernetes hostPath)
+TMPFS = "tmpfs"  # memory-backed scratch (compose tmpfs, emptyDir medium: Memory)
+SCRATCH = "scratch"  # disk-backed scratch that dies with the pod (emptyDir without medium)
+CONFIG = "config"  # read-only content: compose configs/secrets, configMap, secret, projected
+
+PERSISTENT_KINDS = frozenset({VOLUME, BIND})
+
+
+@dataclass(frozen=True)
+class User:
+    """Who the workload's processes run as. uid None means unknown, with the reason."""
+
+    uid: Optional[int]
+    gid: Optional[int] = None
+    source: str = ""  # "compose user:", "image Config.User", "runAsUser", ...
+    unknown_why: str = ""  # set when uid is None: what would tell us
+
+    @property
+    def known(self) -> bool:
+        return self.uid is not None
+
+    @property
+    def root(self) -> bool:
+        return self.uid == 0
+
+
+@dataclass(frozen=True)
+class Mount:
+    target: str  # absolute path inside the container
+    kind: str  # one of the kinds above
+    source: str = ""  # volume or claim name, host path, config name; "" for tmpfs
+    read_only: bool = False
+    size: Optional[int] = None  # bytes: tmpfs size=, emptyDir sizeLimit; None when unbounded
+    exists: Optional[bool] = None  # a named volume already created? None when not known
+
+    @property
+    def persistent(self) -> bool:
+        return self.kind in PERSISTENT_KINDS
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One container that must be able to write its temp and cache dirs."""
+
+    name: str  # compose service, or kind/name[/container] for Kubernetes
+    image: str = ""
+    user: User = field(default_factory=lambda: User(None, unknown_why="not read yet"))
+    read_only_root: bool = False
+    mounts: tuple[Mount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # sorted (name, value); the image's ENV merged under
+    working_dir: str = ""
+    home: str = ""  # HOME as the process sees it: env, else the image's passwd entry
+    replicas: int = 1
+    gated: bool = False  # an init (volinit or a chowning one-shot) runs to completion first
+    gate: str = ""  # which one, for messages
+    image_volumes: tuple[str, ...] = ()  # paths the image declares as VOLUME
+    persist: tuple[str, ...] = ()  # paths whose data must outlive the container (x-volinit, --persist)
+    source_file: str = ""  # where it was read from, for messages
+
+    def getenv(self, name: str) -> Optional[str]:
+        for key, value in self.env:
+            if key == name:
+                return value
+        return None
+
+    def mount_for(self, path: str) -> Optional[Mount]:
+        """The mount that holds path: the one whose target is the longest prefix of it."""
+        best: Optional[Mount] = None
+        for m in self.mounts:
+            t = m.target.rstrip("/") or "/"
+            if path == t or path.startswith(t + "/") or t == "/":
+                if best is None or len(t) > len(best.target.rstrip("/")):
+                    best = m
+        return best
