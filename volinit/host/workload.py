@@ -88,3 +88,28 @@ class Workload:
                 if best is None or len(t) > len(best.target.rstrip("/")):
                     best = m
         return best
+
+
+# Rule ids: part of the public interface (CONTRACT.md), one per incident class.
+NO_TEMP_DIR = "no-temp-dir"  # seed 000: nothing writable where tempfile looks
+CACHE_UNWRITABLE = "cache-unwritable"  # seed 002: a cache dir on the read-only root or not the uid's
+TEMP_TOO_SMALL = "temp-too-small"  # seed 003: a small /tmp tmpfs that big downloads overflow
+VOLUME_NOT_OWNED = "volume-not-owned"  # seed 003: a named volume the non-root uid cannot write
+STATE_NOT_PERSISTENT = "state-not-persistent"  # seed 004: data that must last on tmpfs or the layer
+RULE_IDS = (NO_TEMP_DIR, CACHE_UNWRITABLE, TEMP_TOO_SMALL, VOLUME_NOT_OWNED, STATE_NOT_PERSISTENT)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One incident waiting to happen: `check --json` prints these fields as they are."""
+
+    id: str  # one of RULE_IDS
+    service: str  # Workload.name
+    path: str  # the dir in the container the finding is about
+    message: str  # what is wrong, one line
+    fix: str  # what to do, one line
+    source: str = "static"  # "static" (from the configuration) or "dynamic" (a probe proved it)
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "service": self.service, "path": self.path, "message": self.message,
+                "fix": self.fix, "source": self.source}
