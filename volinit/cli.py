@@ -231,7 +231,7 @@ def prune_cmd(
             progress.done()
             os.close(fd)
         verb = "would remove" if dry_run else "removed"
-        skipped = f", skipped {res.skips.total} on other filesystems" if res.skips.total else ""
+        skipped = f", skipped {res.skips.total} inside other mounts" if res.skips.total else ""
         say(f"{path}: {verb} {res.removed} entries ({res.bytes} bytes), kept {res.kept} by pattern{skipped}; "
             f"{time.monotonic() - start:.2f} s")
         if as_json:

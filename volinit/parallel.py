@@ -1,5 +1,10 @@
 """Forked workers for big walks: both cores when a volume holds hundreds of thousands of entries.
 
+`walk_tree` runs a walk (chown or prune, a walk.Traversal) over a whole tree: the parent
+walks the top breadth first, alone, until it has seen PARALLEL_AFTER entries; if the tree
+goes on, workers take the subtrees it has opened so far; last, the parent leaves the top
+dirs it opened, deepest first (prune removes those found old and empty).
+
 A walk spends its time in two places, the kernel (a stat and a chown per entry) and Python
 (the objects wrapped around each one); one process keeps one core busy. The parent lists
 the top of the tree itself, then forks workers that inherit the already opened, already
@@ -19,14 +24,22 @@ import os
 import select
 import signal
 import sys
-from typing import Any, Callable, Sequence
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from volinit.errors import OperationError, UsageError
+
+if TYPE_CHECKING:
+    from volinit.walk import Traversal
 
 MAX_WORKERS = 8
 TASK_BYTES = 4
 WORKERS_ENV = "VOLINIT_WORKERS"
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what stops a run: docker stop, Ctrl-C
+# Below this many entries, forking costs more than it saves. Deleting waits on the
+# filesystem's journal more than on the CPU, and two processes overlap those waits too.
+PARALLEL_AFTER = 5000
+MAX_TASKS = 4096  # top dirs kept open for the workers at most (fds); past it they are walked in place
 
 
 def default_workers() -> int:
@@ -102,7 +115,10 @@ class Pool:
             import mmap
 
             self.counters = mmap.mmap(-1, 8 * self.workers)
-        queue_r, queue_w = os.pipe()
+        try:
+            queue_r, queue_w = os.pipe()
+        except OSError:  # out of fds (EMFILE): the caller walks alone, with what it has
+            raise NoWorkers() from None
         try:
             # all at once, before the fork: the pipe's 64 KiB hold 16k tasks (callers send fewer)
             os.write(queue_w, b"".join(i.to_bytes(TASK_BYTES, "little") for i in range(len(tasks))))
@@ -119,7 +135,12 @@ class Pool:
             unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 for slot in range(self.workers):
-                    res_r, res_w = os.pipe()
+                    try:
+                        res_r, res_w = os.pipe()
+                    except OSError:  # out of fds: the workers already running share the queue
+                        if not running:
+                            raise NoWorkers() from None
+                        break
                     try:
                         pid = os.fork()
                     except OSError:  # a pids limit, say: the workers already running share the queue
@@ -225,3 +246,98 @@ def _stop(pid: int) -> None:
     except ProcessLookupError:
         pass
     os.waitpid(pid, 0)
+
+
+class _Node:
+    """A dir the parent opened while walking the top: walked by it or by a worker, then left."""
+
+    __slots__ = ("fd", "path", "name", "parent", "left", "old")
+
+    def __init__(self, fd: int, path: str, name: str, parent: int) -> None:
+        self.fd, self.path, self.name, self.parent = fd, path, name, parent
+        self.left = 0
+        self.old = False
+
+
+def walk_tree(trav: Traversal, root_fd: int, workers: int | None = None,
+              parallel_after: int | None = None) -> None:
+    """Walk everything below root_fd with `trav`, in `workers` processes when it is big."""
+    if workers is None:
+        workers = default_workers()
+    if parallel_after is None:
+        parallel_after = PARALLEL_AFTER
+    if workers < 2:
+        trav.walk(root_fd, "")
+        return
+    import resource
+
+    from volinit.walk import Level
+
+    # the pending subtrees hold an fd each: stay well inside the open-file limit
+    cap = max(4 * workers, min(MAX_TASKS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+    nodes = [_Node(os.dup(root_fd), "", "", -1)]
+    queue = deque([0])  # nodes whose contents are not walked yet
+    try:
+        # breadth first, so the subtrees left when the parent stops are many and alike in size
+        while queue and (trav.seen < parallel_after or len(queue) < 2 * workers):
+            i = queue.popleft()
+            found: list = []
+            trav.room = cap - len(nodes)
+            nodes[i].left = trav.walk(nodes[i].fd, nodes[i].path, collect=found)
+            for fd, path, name, st in found:
+                node = _Node(fd, path, name, i)
+                node.old = trav.is_old(st)
+                nodes.append(node)
+                queue.append(len(nodes) - 1)
+        if queue:
+            _in_workers(trav, nodes, list(queue), workers)
+        # leave the top dirs deepest first: a child before its parent
+        for node in reversed(nodes[1:]):
+            parent = nodes[node.parent]
+            lvl = Level(node.fd, node.name, 0, 0, True)
+            lvl.old, lvl.left = node.old, node.left
+            up = Level(parent.fd, parent.name, 0, 0, True)
+            up.left = parent.left
+            trav.base = node.path.rpartition("/")[0]
+            trav.leave(lvl, up)
+            parent.left = up.left
+            os.close(node.fd)
+            node.fd = -1
+    finally:
+        for node in nodes:
+            if node.fd >= 0:
+                os.close(node.fd)
+
+
+def _in_workers(trav: Traversal, nodes: list[_Node], tasks: list[int], workers: int) -> None:
+    """Walk below each task's dir in forked workers; add up their tallies and entries left."""
+    progress = trav.progress
+    done_before = trav.seen
+    lefts: list[tuple[int, int]] = []
+
+    def work(i: int) -> None:
+        lefts.append((i, trav.walk(nodes[i].fd, nodes[i].path)))
+
+    def result() -> tuple:
+        return trav.record(), lefts
+
+    pool = Pool(min(workers, len(tasks)), work, result, progress, done_before)
+    saved = trav.save()
+    trav.reset()  # each worker counts from nothing
+    trav.progress = pool.publish
+    results: list | None
+    try:
+        results = pool.run(tasks)
+    except NoWorkers:
+        results = None
+    finally:
+        trav.restore(saved)
+        trav.progress = progress
+    if results is None:  # no fork allowed here (a pids limit): walk them all in this process
+        for i in tasks:
+            nodes[i].left = trav.walk(nodes[i].fd, nodes[i].path)
+        return
+    for record, worker_lefts in results:
+        trav.merge(record)
+        for i, left in worker_lefts:
+            nodes[i].left = left

@@ -1,9 +1,10 @@
 """Prune: remove entries below a directory that have not been modified for a while.
 
 The orphans are what a killed job leaves in TMPDIR (seed 003: model downloads cut off by
-`docker kill`). Rules: never the directory itself, never across a mount, never through a
-symlink (a link is removed as a link), never a `keep` match (nor anything below a kept
-directory), and entries that vanish under us (another pruner) are fine.
+`docker kill`). Rules: never the directory itself, never into another mount (told by mount
+identity, see volinit.mounts), never through a symlink (a link is removed as a link),
+never a `keep` match (nor anything below a kept directory), and entries that vanish under
+us (another pruner) are fine.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import os
 import re
 import stat
 import time
-from collections import deque
 from typing import Callable, Iterable
 
-from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Skips, dup_dir, join, list_dir, open_subdir, os_error
+from volinit.mounts import Mounts, volume_mounts
+from volinit.walk import PROGRESS_EVERY, SKIP_MOUNT, Level, Skips, Traversal, os_error
 
 
 class PruneResult:
@@ -38,116 +39,82 @@ def keep_matcher(globs: Iterable[str]):
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
 
 
-class _Pruner:
-    """One pruning process's settings and tallies: the parent's, or a forked worker's."""
+class _Pruner(Traversal):
+    """Remove old entries: one pruning process's settings and tallies."""
 
-    def __init__(self, cutoff: float, kept, dev: int, dry_run: bool,
+    def __init__(self, mounts: Mounts, cutoff: float, kept, dry_run: bool,
                  progress: Callable[[int], None] | None) -> None:
-        self.cutoff, self.kept, self.dev, self.dry_run = cutoff, kept, dev, dry_run
-        self.progress = progress
-        self.seen = 0
-        self.res = PruneResult()
-        self.room = 0  # how many more subdirs walk() may collect
-        self.lefts: list[tuple[int, int]] = []  # a worker's (task, entries left in its dir)
+        super().__init__(mounts, progress)
+        self.cutoff, self.kept, self.dry_run = cutoff, kept, dry_run
 
-    def walk(self, top_fd: int, top: str, collect: list | None = None) -> int:
-        """Prune below the open dir top_fd (at relative path top); return the entries left in it.
+    def new_result(self) -> PruneResult:
+        return PruneResult()
 
-        With `collect`, subdirectories of top itself (up to self.room of them) are opened and
-        appended to it as (fd, path, name, was old), not pruned, and not counted as left.
-        """
+    def is_old(self, st: os.stat_result) -> bool:
+        return st.st_mtime < self.cutoff
+
+    def scan(self, lvl: Level, at_root: bool) -> tuple[str, int] | None:
         res = self.res
-        cutoff, kept, dev, dry_run, progress = self.cutoff, self.kept, self.dev, self.dry_run, self.progress
+        cutoff, kept, dry_run, progress = self.cutoff, self.kept, self.dry_run, self.progress
+        roots = self.mounts.roots
+        fd, entries, pending = lvl.fd, lvl.entries, lvl.pending
+        assert entries is not None
         unlink = os.unlink
         S_ISDIR = stat.S_ISDIR
         every = PROGRESS_EVERY
         seen = self.seen
-        left_in_top = 0
-
-        # Frames: [fd, entries, path, name in parent, was old, entries left]
-        stack: list[list] = []
-        top_dup = dup_dir(top_fd, top)
-        stack.append([top_dup, list_dir(top_dup, top), top, "", False, 0])
         try:
-            while stack:
-                frame = stack[-1]
-                fd, entries, base = frame[0], frame[1], frame[2]
-                descended = False
-                for entry in entries:
-                    seen += 1
-                    if progress is not None and not seen % every:
-                        progress(seen)
-                    name = entry.name
-                    if kept is not None and kept(name):
-                        res.kept += 1
-                        frame[5] += 1
-                        continue
+            for entry in entries:
+                seen += 1
+                if progress is not None and not seen % every:
+                    progress(seen)
+                name = entry.name
+                if kept is not None and kept(name):
+                    res.kept += 1
+                    lvl.left += 1
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if pending is None:
+                        return name, entry.inode()
+                    pending.append((name, entry.inode()))
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if roots and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
+                    self.skip(SKIP_MOUNT, name)
+                    lvl.left += 1
+                    continue
+                if S_ISDIR(st.st_mode) or st.st_mtime >= cutoff:  # a dir now: swapped since the listing
+                    lvl.left += 1
+                    continue
+                if not dry_run:
                     try:
-                        st = entry.stat(follow_symlinks=False)
+                        unlink(name, dir_fd=fd)
                     except FileNotFoundError:
                         continue
-                    if st.st_dev != dev:
-                        res.skips.add(SKIP_MOUNT, join(base, name))
-                        frame[5] += 1
+                    except IsADirectoryError:  # swapped for a dir since the stat: left
+                        lvl.left += 1
                         continue
-                    if S_ISDIR(st.st_mode):
-                        try:
-                            sub_fd, _ = open_subdir(fd, name, st)
-                        except (FileNotFoundError, NotADirectoryError):
-                            continue
-                        except OSError as exc:
-                            if exc.errno == errno.ELOOP:
-                                continue
-                            raise os_error("cannot open", join(base, name), exc) from None
-                        if collect is not None and fd == top_dup and self.room > 0:
-                            self.room -= 1
-                            collect.append((sub_fd, join(base, name), name, st.st_mtime < cutoff))
-                            continue
-                        stack.append([sub_fd, list_dir(sub_fd, join(base, name)), join(base, name), name,
-                                      st.st_mtime < cutoff, 0])
-                        descended = True
-                        break
-                    if st.st_mtime >= cutoff:
-                        frame[5] += 1
-                        continue
-                    if not dry_run:
-                        try:
-                            unlink(name, dir_fd=fd)
-                        except FileNotFoundError:
-                            continue
-                        except IsADirectoryError:  # swapped for a dir since the stat: left
-                            frame[5] += 1
-                            continue
-                        except OSError as exc:
-                            raise os_error("cannot remove", join(base, name), exc) from None
-                    res.removed += 1
-                    res.bytes += st.st_size
-                if descended:
-                    continue
-                stack.pop()
-                entries.close()
-                os.close(fd)
-                if not stack:
-                    left_in_top = frame[5]
-                    break
-                parent = stack[-1]
-                _, _, path, name, was_old, left = frame
-                if not was_old or left:
-                    parent[5] += 1
-                    continue
-                if not self.remove_dir(parent[0], name, path):
-                    parent[5] += 1
-        except OSError as exc:  # reading a listing failed (EIO, say): the dir being read
-            raise os_error("cannot read", stack[-1][2] if stack else top, exc) from None
+                    except OSError as exc:
+                        raise os_error("cannot remove", self.path(name), exc) from None
+                res.removed += 1
+                res.bytes += st.st_size
         finally:
             self.seen = seen
-            for frame in stack:
-                frame[1].close()
-                os.close(frame[0])
-        return left_in_top
+        entries.close()  # type: ignore[attr-defined]
+        lvl.entries = None
+        return None
 
-    def remove_dir(self, parent_fd: int, name: str, path: str) -> bool:
-        """rmdir a dir found empty and old; False when it was refilled meanwhile."""
+    def leave(self, lvl: Level, parent: Level) -> None:
+        """rmdir a dir found empty whose own mtime was old before we pruned inside it."""
+        if lvl.old and not lvl.left and self.remove_dir(parent.fd, lvl.name):
+            return
+        parent.left += 1
+
+    def remove_dir(self, parent_fd: int, name: str) -> bool:
+        """False when it was refilled meanwhile."""
         if not self.dry_run:
             try:
                 os.rmdir(name, dir_fd=parent_fd)
@@ -157,102 +124,42 @@ class _Pruner:
                 # refilled meanwhile, or swapped for a symlink or a file since it was listed
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                     return False
-                raise os_error("cannot remove", path, exc) from None
+                raise os_error("cannot remove", self.path(name), exc) from None
         self.res.removed += 1
         return True
 
+    def record(self) -> tuple:
+        res = self.res
+        return self.seen, res.removed, res.bytes, res.kept, res.skips.counts, res.skips.samples
 
-# As for the chown walk (see walk.PARALLEL_AFTER): the parent prunes the top breadth first,
-# alone, then forked workers take the subtrees left. Deleting waits on the filesystem's
-# journal more than on the CPU, and two processes overlap those waits.
-PARALLEL_AFTER = 5000
-MAX_DIRS_OPEN = 4096
+    def merge(self, record: tuple) -> None:
+        seen, removed, size, kept, counts, samples = record
+        res = self.res
+        self.seen += seen
+        res.removed += removed
+        res.bytes += size
+        res.kept += kept
+        res.skips.merge_counts(counts, samples)
 
 
 def prune_dir(dir_fd: int, older_than: float, keep: Iterable[str] = (), *,
               dry_run: bool = False, now: float | None = None,
               progress: Callable[[int], None] | None = None,
-              workers: int | None = None, parallel_after: int = PARALLEL_AFTER) -> PruneResult:
+              workers: int | None = None, parallel_after: int | None = None,
+              mounts: Mounts | None = None) -> PruneResult:
     """Remove entries below dir_fd whose mtime is older than `older_than` seconds.
 
     A directory is removed only when it is empty after pruning and its own mtime, read
-    before pruning inside it, was old. Iterative, so any depth works. `progress` gets
-    the count of entries looked at, every PROGRESS_EVERY of them. A big tree is shared
-    among `workers` forked processes (default: the usable CPUs), as chown_tree does.
+    before pruning inside it, was old. Any depth works, with a constant number of fds.
+    `progress` gets the count of entries looked at, every PROGRESS_EVERY of them. A big
+    tree is shared among `workers` forked processes (default: the usable CPUs), as
+    chown_tree does. `mounts` are the mounts inside the volume (found when not given).
     """
+    from volinit.parallel import walk_tree
+
     cutoff = (time.time() if now is None else now) - older_than
-    pruner = _Pruner(cutoff, keep_matcher(keep), os.fstat(dir_fd).st_dev, dry_run, progress)
-    if workers is None:
-        from volinit.parallel import default_workers
-
-        workers = default_workers()
-    if workers < 2:
-        pruner.walk(dir_fd, "")
-        return pruner.res
-
-    import resource
-
-    # Dirs met breadth first, as [fd, path, name, parent's index, was old, entries left]:
-    # their fds stay open until the end, when each is removed (children first) if it was
-    # old and is empty. The top is never removed.
-    nodes: list[list] = [[os.dup(dir_fd), "", "", -1, False, 0]]
-    queue = deque([0])  # nodes whose contents are not pruned yet
-    cap = max(4 * workers, min(MAX_DIRS_OPEN, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-    try:
-        while queue and (pruner.seen < parallel_after or len(queue) < 2 * workers):
-            i = queue.popleft()
-            found: list[tuple[int, str, str, bool]] = []
-            pruner.room = cap - len(nodes)
-            nodes[i][5] = pruner.walk(nodes[i][0], nodes[i][1], collect=found)
-            for fd, path, name, was_old in found:
-                nodes.append([fd, path, name, i, was_old, 0])
-                queue.append(len(nodes) - 1)
-        if queue:
-            _prune_in_workers(pruner, nodes, list(queue), workers)
-        for node in reversed(nodes[1:]):
-            fd, path, name, parent, was_old, left = node
-            os.close(fd)
-            node[0] = -1
-            if not was_old or left or not pruner.remove_dir(nodes[parent][0], name, path):
-                nodes[parent][5] += 1
-    finally:
-        for node in nodes:
-            if node[0] >= 0:
-                os.close(node[0])
+    if mounts is None:
+        mounts = volume_mounts(dir_fd)
+    pruner = _Pruner(mounts, cutoff, keep_matcher(keep), dry_run, progress)
+    walk_tree(pruner, dir_fd, workers, parallel_after)
     return pruner.res
-
-
-def _prune_in_workers(pruner: _Pruner, nodes: list[list], tasks: list[int], workers: int) -> None:
-    """Prune below each task's dir in forked workers; set each one's entries left, add up tallies."""
-    from volinit.parallel import NoWorkers, Pool
-
-    mine, progress = pruner.res, pruner.progress
-    done_before = pruner.seen
-
-    def work(i: int) -> None:
-        pruner.lefts.append((i, pruner.walk(nodes[i][0], nodes[i][1])))
-
-    def result() -> tuple:
-        res = pruner.res
-        return res.removed, res.bytes, res.kept, res.skips.counts, res.skips.samples, pruner.lefts
-
-    pool = Pool(min(workers, len(tasks)), work, result, progress, done_before)
-    pruner.res, pruner.seen, pruner.progress = PruneResult(), 0, pool.publish  # each worker counts from nothing
-    results: list | None
-    try:
-        results = pool.run(tasks)
-    except NoWorkers:
-        results = None
-    finally:
-        pruner.res, pruner.seen, pruner.progress = mine, done_before, progress
-    if results is None:  # no fork allowed here: prune them all in this process
-        for i in tasks:
-            nodes[i][5] = pruner.walk(nodes[i][0], nodes[i][1])
-        return
-    for removed, size, kept, counts, samples, lefts in results:
-        mine.removed += removed
-        mine.bytes += size
-        mine.kept += kept
-        mine.skips.merge_counts(counts, samples)
-        for i, left in lefts:
-            nodes[i][5] = left

@@ -11,11 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
 from stat import S_IFBLK, S_IFCHR, S_IFDIR
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from volinit.errors import OperationError
+from volinit.mounts import Mounts, volume_mounts
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SKIP_SAMPLES = 5  # how many example paths a report keeps per reason
@@ -24,8 +24,9 @@ FORMAT_BITS = 0o170000  # st_mode & FORMAT_BITS is S_IFREG, S_IFDIR, ... (stat.S
 # Reasons an entry is left alone; each is counted and reported with a few paths.
 SKIP_HARDLINK = "hard link"
 SKIP_DEVICE = "device node"
-SKIP_MOUNT = "other filesystem"
-SKIP_VANISHED = "changed during walk"
+SKIP_MOUNT = "another mount"
+SKIP_VANISHED = "changed during walk"  # renamed or replaced: the walk may have missed where it went
+SKIP_GONE = "removed during walk"  # a file deleted between the listing and its turn
 SKIP_EXCLUDED = "excluded"
 
 # Left to the filesystem's own tools: e2fsck wants lost+found as it made it.
@@ -159,151 +160,242 @@ class ChownResult:
         self.changed = 0
         self.skips = Skips()
 
+    @property
+    def moved(self) -> int:
+        """Entries renamed or replaced under the walk: it may have missed where they went."""
+        return self.skips.counts.get(SKIP_VANISHED, 0)
 
-# The parent walks the top of a tree breadth first, alone, until it has seen this many
-# entries; if the tree goes on, workers take the subtrees it has opened so far. Below it,
-# forking costs more than it saves.
-PARALLEL_AFTER = 5000
-MAX_TASKS = 4096  # subtrees kept open for the workers at most (fds); past it they are walked in place
+
+# Levels below a walk's top whose listing stays open while the walk is further down: two
+# fds a level (the dir and scandir's own), and no listing held in memory. Deeper, a
+# level's listing is read through, its subdirectories kept by name, and its fd closed
+# while the walk is below it; coming back up goes through "..", checked against the
+# inode recorded on the way down. So a chain of any depth costs a constant number of fds
+# and memory for its names alone (the user can always go deeper than any fd limit).
+STREAM_LEVELS = 16
 PROGRESS_EVERY = 1024  # entries between progress calls (a worker also checks its parent is alive)
 
 
-class _Chowner:
-    """One walking process's settings and tallies: the parent's, or a forked worker's."""
+class Level:
+    """One directory on the way down from a walk's top."""
 
-    def __init__(self, dev: int, uid: int, gid: int, hardlinks: str, dry_run: bool,
-                 progress: Callable[[int], None] | None) -> None:
-        self.dev, self.uid, self.gid = dev, uid, gid
-        self.chown_links = hardlinks == "chown"
-        self.dry_run = dry_run
+    __slots__ = ("fd", "entries", "pending", "name", "dev", "ino", "old", "left")
+
+    def __init__(self, fd: int, name: str, dev: int, ino: int, streaming: bool) -> None:
+        self.fd = fd  # -1 while a deeper level is walked and this one is not streaming
+        self.entries: Iterator[os.DirEntry[str]] | None = None  # the listing, until read through
+        self.pending: list[tuple[str, int]] | None = None if streaming else []  # subdirs left to walk
+        self.name = name  # in the parent
+        self.dev, self.ino = dev, ino  # to know it again when coming back up through ".."
+        self.old = False  # prune: its mtime, read before pruning inside, was old
+        self.left = 0  # prune: entries still in it
+
+
+class Traversal:
+    """The one safe, fd-relative, depth-first walk below a directory fd; chown and prune
+    are what it does at each entry (`scan`), on opening a directory (`on_dir`) and on
+    leaving one (`leave`).
+
+    It never follows a symlink, opens each directory with O_NOFOLLOW and checks it is the
+    listed inode, never enters another mount (`Mounts`: by mount identity, not st_dev),
+    holds a constant number of fds whatever the depth, and builds a path string only for
+    what it reports.
+    """
+
+    def __init__(self, mounts: Mounts, progress: Callable[[int], None] | None) -> None:
+        self.mounts = mounts
         self.progress = progress
-        self.res = ChownResult()
-        self.max_tasks = MAX_TASKS
+        self.seen = 0  # entries looked at
+        self.res = self.new_result()
+        self.stack: list[Level] = []
+        self.base = ""  # the walk's top, relative to the volume
+        self.room = 0  # subdirs of the top that walk(collect=...) may still hand out
 
-    def open_dir(self, parent_fd: int, entry: os.DirEntry[str], path: str) -> int:
-        """Open a listed directory, check it, give it the owner: its fd, or -1 when skipped.
+    # --- what chown and prune do -------------------------------------------------------
+
+    def scan(self, lvl: Level, at_root: bool) -> tuple[str, int] | None:
+        """Handle the level's entries; return the next subdir (name, d_ino) to go into
+        while streaming, None once the listing is read through (then lvl.entries is None)."""
+        raise NotImplementedError
+
+    def on_dir(self, fd: int, st: os.stat_result, lvl: Level, name: str) -> None:
+        """A subdir of lvl was opened and checked (fd, its fstat)."""
+
+    def leave(self, lvl: Level, parent: Level) -> None:
+        """lvl is walked through; parent's fd is open."""
+
+    def is_old(self, st: os.stat_result) -> bool:
+        """prune: is a directory old enough to go once it is empty?"""
+        return False
+
+    def new_result(self) -> Any:
+        """The tallies of one walking process; they have `.skips`."""
+        raise NotImplementedError
+
+    def record(self) -> tuple:
+        """A forked worker's tallies, marshal-able."""
+        raise NotImplementedError
+
+    def merge(self, record: tuple) -> None:
+        """Add a worker's record to ours."""
+        raise NotImplementedError
+
+    # --- tallies around forked workers (volinit.parallel) ------------------------------
+
+    @property
+    def skips(self) -> Skips:
+        return self.res.skips
+
+    def save(self) -> tuple:
+        return self.seen, self.res
+
+    def restore(self, saved: tuple) -> None:
+        self.seen, self.res = saved
+
+    def reset(self) -> None:
+        """Count from nothing (a forked worker)."""
+        self.seen = 0
+        self.res = self.new_result()
+
+    # --- the walk -----------------------------------------------------------------------
+
+    def path(self, name: str | None = None) -> str:
+        """The relative path of the current level (and of name in it): built only to report."""
+        parts = [lvl.name for lvl in self.stack[1:]]
+        if name is not None:
+            parts.append(name)
+        return join(self.base, "/".join(parts)) if parts else self.base
+
+    def skip(self, reason: str, name: str | None = None) -> None:
+        skips = self.skips
+        skips.counts[reason] = skips.counts.get(reason, 0) + 1
+        if len(skips.samples) < SKIP_SAMPLES:
+            skips.samples.append(f"{self.path(name)} ({reason})")
+
+    def open_dir(self, parent: Level, name: str, ino: int) -> tuple[int, os.stat_result] | None:
+        """Open a listed subdir, check it, hand it to on_dir: (fd, fstat), or None when skipped.
 
         No stat before the open: O_NOFOLLOW refuses a symlink swapped in, and the opened
-        inode must be the listed one (d_ino), else the name was replaced under us. The
-        fchown goes through the fd, to the inode checked, whatever the name is by now.
+        inode must be the listed one (d_ino), else the name was replaced under us. What is
+        done to it goes through the fd, to the inode checked, whatever the name is by now.
         """
-        skips = self.res.skips
         try:
-            fd = os.open(entry.name, DIR_FLAGS, dir_fd=parent_fd)
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent.fd)
         except (FileNotFoundError, NotADirectoryError):
-            skips.add(SKIP_VANISHED, path)
-            return -1
+            self.skip(SKIP_VANISHED, name)  # renamed away, or replaced by a file
+            return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # swapped for a symlink
-                skips.add(SKIP_VANISHED, path)
-                return -1
-            raise os_error("cannot open", path, exc) from None
+                self.skip(SKIP_VANISHED, name)
+                return None
+            raise os_error("cannot open", self.path(name), exc) from None
         try:
             st = os.fstat(fd)
-            if st.st_dev != self.dev:
-                skips.add(SKIP_MOUNT, path)
+            if st.st_ino != ino and not _same_inode(parent.fd, name, st):
+                self.skip(SKIP_VANISHED, name)
                 os.close(fd)
-                return -1
-            if st.st_ino != entry.inode() and not _same_inode(parent_fd, entry.name, st):
-                skips.add(SKIP_VANISHED, path)
+                return None
+            mounts = self.mounts
+            if (mounts.nested or st.st_dev not in mounts.same_mount_devs) and mounts.dir_is_other_mount(fd, st):
+                self.skip(SKIP_MOUNT, name)
                 os.close(fd)
-                return -1
-            if st.st_uid != self.uid or st.st_gid != self.gid:
-                self.res.changed += 1
-                if not self.dry_run:
-                    try:
-                        os.fchown(fd, self.uid, self.gid)
-                    except OSError as exc:
-                        raise os_error("cannot change owner of", path, exc) from None
-            return fd
+                return None
+            self.on_dir(fd, st, parent, name)
+            return fd, st
         except BaseException:
             os.close(fd)
             raise
 
-    def walk(self, top_fd: int, top: str, collect: deque[tuple[int, str]] | None = None) -> None:
-        """Fix every entry below the open directory top_fd (at relative path top), depth first.
+    def walk(self, top_fd: int, top: str, collect: list | None = None) -> int:
+        """Walk below the open directory top_fd (at relative path top); return the entries
+        left in it (prune's count; 0 for chown).
 
-        With `collect`, the subdirectories of top itself are opened, fixed and appended to
-        it as (fd, path) for later, not walked (once it holds MAX_TASKS, the rest are).
+        With `collect`, up to self.room subdirectories of top itself are opened, checked and
+        appended to it as (fd, path, name, fstat) for later, not walked.
         """
-        res = self.res
-        skips = res.skips
-        dev, uid, gid = self.dev, self.uid, self.gid
-        chown_links, dry_run, progress = self.chown_links, self.dry_run, self.progress
-        lchown = os.chown
-        every = PROGRESS_EVERY
-        seen = res.entries
-
-        # The stack holds (fd, entries iterator, relative path); the fds are ours to close.
-        stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
-        top_dup = dup_dir(top_fd, top)
-        stack.append((top_dup, list_dir(top_dup, top), top))
+        self.base = top
+        fd = dup_dir(top_fd, top)
+        st = os.fstat(fd)
+        top_lvl = Level(fd, "", st.st_dev, st.st_ino, True)
+        stack = self.stack = [top_lvl]
+        top_lvl.entries = list_dir(fd, top)
+        at_root = not top
         try:
             while stack:
-                fd, entries, base = stack[-1]
-                descended = False
-                for entry in entries:
-                    seen += 1
-                    if progress is not None and not seen % every:
-                        progress(seen)
-                    name = entry.name
-                    if not base and name in ROOT_EXCLUDES:
-                        skips.add(SKIP_EXCLUDED, name)
+                lvl = stack[-1]
+                if lvl.entries is not None:
+                    nxt = self.scan(lvl, at_root and lvl is top_lvl)
+                    if nxt is None:
+                        continue  # read through: its pending subdirs, or leave it
+                elif lvl.pending:
+                    nxt = lvl.pending.pop()
+                else:
+                    nxt = None
+                if nxt is not None:
+                    opened = self.open_dir(lvl, *nxt)
+                    if opened is None:
                         continue
-                    # d_type from the listing: no syscall yet
-                    if entry.is_dir(follow_symlinks=False):
-                        path = join(base, name)
-                        sub_fd = self.open_dir(fd, entry, path)
-                        if sub_fd < 0:
-                            continue
-                        if collect is not None and fd == top_dup and len(collect) < self.max_tasks:
-                            collect.append((sub_fd, path))
-                            continue
-                        stack.append((sub_fd, list_dir(sub_fd, path), path))
-                        descended = True
-                        break
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        skips.add(SKIP_VANISHED, join(base, name))
+                    sub_fd, st = opened
+                    if collect is not None and lvl is top_lvl and self.room > 0:
+                        self.room -= 1
+                        collect.append((sub_fd, self.path(nxt[0]), nxt[0], st))
                         continue
-                    if st.st_dev != dev:
-                        skips.add(SKIP_MOUNT, join(base, name))
-                        continue
-                    kind = st.st_mode & FORMAT_BITS
-                    # any non-directory can be hard-linked in from outside where
-                    # fs.protected_hardlinks is off: a FIFO or a socket as well as a file
-                    if st.st_nlink > 1 and not chown_links and kind != S_IFDIR:
-                        skips.add(SKIP_HARDLINK, join(base, name))
-                        continue
-                    if kind == S_IFCHR or kind == S_IFBLK:
-                        skips.add(SKIP_DEVICE, join(base, name))
-                        continue
-                    elif kind == S_IFDIR:  # listed as something else: swapped since
-                        skips.add(SKIP_VANISHED, join(base, name))
-                        continue
-                    if st.st_uid != uid or st.st_gid != gid:
-                        if dry_run:
-                            res.changed += 1
-                            continue
-                        try:
-                            lchown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
-                            res.changed += 1
-                        except FileNotFoundError:
-                            skips.add(SKIP_VANISHED, join(base, name))
-                        except OSError as exc:
-                            raise os_error("cannot change owner of", join(base, name), exc) from None
-                if not descended:
-                    stack.pop()
-                    entries.close()  # type: ignore[attr-defined]
-                    os.close(fd)
+                    child = Level(sub_fd, nxt[0], st.st_dev, st.st_ino, len(stack) < STREAM_LEVELS)
+                    child.old = self.is_old(st)
+                    child.entries = list_dir(sub_fd, self.path(nxt[0]))  # closes sub_fd when it fails
+                    stack.append(child)
+                    if lvl.pending is not None:  # read through already: not needed until we are back
+                        os.close(lvl.fd)
+                        lvl.fd = -1
+                    continue
+                # lvl is done
+                if lvl is top_lvl:
+                    break
+                stack.pop()
+                parent = stack[-1]
+                if parent.fd < 0 and not self._reopen(parent, lvl):
+                    self._lost(lvl)
+                    continue
+                self.leave(lvl, parent)
+                os.close(lvl.fd)
+                lvl.fd = -1
         except OSError as exc:  # reading a listing failed (EIO, say): the dir being read
-            raise os_error("cannot read", stack[-1][2] if stack else top, exc) from None
+            raise os_error("cannot read", self.path(), exc) from None
         finally:
-            res.entries = seen
-            for fd, entries, _ in stack:
-                entries.close()  # type: ignore[attr-defined]
-                os.close(fd)
+            for lvl in stack:
+                if lvl.entries is not None:
+                    lvl.entries.close()  # type: ignore[attr-defined]
+                if lvl.fd >= 0:
+                    os.close(lvl.fd)
+            self.stack = []
+        return top_lvl.left
+
+    def _reopen(self, parent: Level, child: Level) -> bool:
+        """Open parent again through child's "..": False when child was moved meanwhile."""
+        try:
+            fd = os.open("..", DIR_FLAGS, dir_fd=child.fd)
+        except OSError:
+            return False  # child was removed (ENOENT)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+            os.close(fd)
+            return False
+        parent.fd = fd
+        return True
+
+    def _lost(self, child: Level) -> None:
+        """child moved while we were below it: the levels whose fds we closed cannot be
+        found again, so what is left of them is not walked now (the walk reports them as
+        changed, and apply walks again)."""
+        os.close(child.fd)
+        child.fd = -1
+        stack = self.stack
+        self.skip(SKIP_VANISHED, None)
+        while stack[-1].fd < 0:
+            gone = stack.pop()
+            self.skip(SKIP_VANISHED, None)
+            gone.pending = []
+        stack[-1].left += 1  # prune: it is not known to be empty
 
 
 def _same_inode(parent_fd: int, name: str, opened: os.stat_result) -> bool:
@@ -319,85 +411,131 @@ def _same_inode(parent_fd: int, name: str, opened: os.stat_result) -> bool:
     return (st.st_ino, st.st_dev) == (opened.st_ino, opened.st_dev)
 
 
+# On ext2/3/4, mkfs makes lost+found as inode 11 of the filesystem root (inode 2). It is
+# left alone under any name: the volume's user may rename it (onto a `dirs:` entry, say)
+# to have its orphans, which fsck took from anywhere on the filesystem, given away.
+EXT_ROOT_INO = 2
+EXT_LOST_FOUND_INO = 11
+
+
+class _Chowner(Traversal):
+    """Give every entry the owner: one walking process's settings and tallies."""
+
+    def __init__(self, mounts: Mounts, uid: int, gid: int, hardlinks: str, dry_run: bool,
+                 progress: Callable[[int], None] | None, root_ino: int) -> None:
+        super().__init__(mounts, progress)
+        self.uid, self.gid = uid, gid
+        self.chown_links = hardlinks == "chown"
+        self.dry_run = dry_run
+        self.root_excluded_inos = {EXT_LOST_FOUND_INO} if root_ino == EXT_ROOT_INO else set()
+
+    def on_dir(self, fd: int, st: os.stat_result, lvl: Level, name: str) -> None:
+        if st.st_uid != self.uid or st.st_gid != self.gid:
+            self.res.changed += 1
+            if not self.dry_run:
+                try:
+                    os.fchown(fd, self.uid, self.gid)
+                except OSError as exc:
+                    raise os_error("cannot change owner of", self.path(name), exc) from None
+
+    def scan(self, lvl: Level, at_root: bool) -> tuple[str, int] | None:
+        res = self.res
+        uid, gid = self.uid, self.gid
+        chown_links, dry_run, progress = self.chown_links, self.dry_run, self.progress
+        roots = self.mounts.roots
+        fd, entries, pending = lvl.fd, lvl.entries, lvl.pending
+        assert entries is not None
+        lchown = os.chown
+        every = PROGRESS_EVERY
+        seen = self.seen
+        try:
+            for entry in entries:
+                seen += 1
+                if progress is not None and not seen % every:
+                    progress(seen)
+                name = entry.name
+                if at_root and (name in ROOT_EXCLUDES or entry.inode() in self.root_excluded_inos):
+                    self.skip(SKIP_EXCLUDED, name)
+                    continue
+                # d_type from the listing: no syscall yet
+                if entry.is_dir(follow_symlinks=False):
+                    if pending is None:
+                        return name, entry.inode()
+                    pending.append((name, entry.inode()))
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    self.skip(SKIP_GONE, name)
+                    continue
+                if roots and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
+                    self.skip(SKIP_MOUNT, name)
+                    continue
+                kind = st.st_mode & FORMAT_BITS
+                # any non-directory can be hard-linked in from outside where
+                # fs.protected_hardlinks is off: a FIFO or a socket as well as a file
+                if st.st_nlink > 1 and not chown_links and kind != S_IFDIR:
+                    self.skip(SKIP_HARDLINK, name)
+                    continue
+                if kind == S_IFCHR or kind == S_IFBLK:
+                    self.skip(SKIP_DEVICE, name)
+                    continue
+                elif kind == S_IFDIR:  # listed as something else: swapped since
+                    self.skip(SKIP_VANISHED, name)
+                    continue
+                if st.st_uid != uid or st.st_gid != gid:
+                    if dry_run:
+                        res.changed += 1
+                        continue
+                    try:
+                        lchown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                        res.changed += 1
+                    except FileNotFoundError:
+                        self.skip(SKIP_GONE, name)
+                    except OSError as exc:
+                        raise os_error("cannot change owner of", self.path(name), exc) from None
+        finally:
+            self.seen = seen
+        entries.close()  # type: ignore[attr-defined]
+        lvl.entries = None
+        return None
+
+    def new_result(self) -> ChownResult:
+        return ChownResult()
+
+    def record(self) -> tuple:
+        return self.seen, self.res.changed, self.skips.counts, self.skips.samples
+
+    def merge(self, record: tuple) -> None:
+        seen, changed, counts, samples = record
+        self.seen += seen
+        self.res.changed += changed
+        self.skips.merge_counts(counts, samples)
+
+
 def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
                hardlinks: str = "skip", dry_run: bool = False,
                progress: Callable[[int], None] | None = None,
-               workers: int | None = None, parallel_after: int = PARALLEL_AFTER) -> ChownResult:
+               workers: int | None = None, parallel_after: int | None = None,
+               mounts: Mounts | None = None) -> ChownResult:
     """Give every entry below the root (not the root itself) owner uid:gid.
 
     Changes only entries whose owner differs; never follows symlinks (a link is changed
-    itself), stays on the root's filesystem, leaves device nodes and (unless hardlinks is
-    "chown") multiply-linked non-directories alone. The caller fixes the root afterwards, so
-    an interrupted walk leaves the root wrong and the next run walks again.
+    itself), never enters another mount inside the volume, leaves device nodes and (unless
+    hardlinks is "chown") multiply-linked non-directories alone. The caller fixes the root
+    afterwards, so an interrupted walk leaves the root wrong and the next run walks again.
 
-    A big tree is shared among `workers` forked processes (default: the usable CPUs): the
-    parent walks breadth first until it has seen `parallel_after` entries, then the workers
-    walk the subtrees it has opened. A worker's failure fails the walk.
+    A big tree is shared among `workers` forked processes (default: the usable CPUs), as
+    volinit.parallel describes. A worker's failure fails the walk.
     """
-    walker = _Chowner(root_st.st_dev, uid, gid, hardlinks, dry_run, progress)
-    if workers is None:
-        from volinit.parallel import default_workers
+    from volinit.parallel import walk_tree
 
-        workers = default_workers()
-    if workers < 2:
-        walker.walk(root_fd, "")
-        return walker.res
-    # the pending subtrees hold an fd each: stay well inside the open-file limit
-    import resource
-
-    walker.max_tasks = max(2 * workers, min(MAX_TASKS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-
-    # Breadth first, so the subtrees left when the parent stops are many and alike in size:
-    # a queue of opened and fixed dirs whose contents are still to walk.
-    pending = deque([(os.dup(root_fd), "")])
-    try:
-        while pending and (walker.res.entries < parallel_after or len(pending) < 2 * workers):
-            fd, path = pending.popleft()
-            try:
-                walker.walk(fd, path, collect=pending)
-            finally:
-                os.close(fd)
-        if pending:
-            _walk_in_workers(walker, list(pending), workers, progress)
-    finally:
-        for fd, _ in pending:
-            os.close(fd)
+    if mounts is None:
+        mounts = volume_mounts(root_fd)
+    walker = _Chowner(mounts, uid, gid, hardlinks, dry_run, progress, root_st.st_ino)
+    walk_tree(walker, root_fd, workers, parallel_after)
+    walker.res.entries = walker.seen
     return walker.res
-
-
-def _walk_in_workers(walker: _Chowner, tasks: list[tuple[int, str]], workers: int,
-                     progress: Callable[[int], None] | None) -> None:
-    """Walk each (fd, path) subtree in forked workers; add their tallies to the walker's."""
-    from volinit.parallel import NoWorkers, Pool
-
-    mine = walker.res
-    done_before = mine.entries
-
-    def work(task: tuple[int, str]) -> None:
-        walker.walk(*task)
-
-    def result() -> tuple:
-        res = walker.res
-        return res.entries, res.changed, res.skips.counts, res.skips.samples
-
-    pool = Pool(min(workers, len(tasks)), work, result, progress, done_before)
-    walker.res = ChownResult()  # each worker counts from nothing
-    walker.progress = pool.publish
-    results: list | None
-    try:
-        results = pool.run(tasks)
-    except NoWorkers:
-        results = None
-    finally:
-        walker.res, walker.progress = mine, progress
-    if results is None:  # no fork allowed here (a pids limit): walk them all in this process
-        for task in tasks:
-            walker.walk(*task)
-        return
-    for entries, changed, counts, samples in results:
-        mine.entries += entries
-        mine.changed += changed
-        mine.skips.merge_counts(counts, samples)
 
 
 def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
