@@ -15,6 +15,7 @@ from typing import Callable
 
 from volinit import walk
 from volinit.errors import OperationError, VolinitError
+from volinit.mounts import volume_mounts
 from volinit.prune import PruneResult, prune_dir
 from volinit.spec import Spec, VolumeSpec
 
@@ -103,6 +104,38 @@ def _labelled(progress: Callable[[str, int], None] | None, where: str) -> Callab
     return lambda n: progress(where, n)
 
 
+CAP_FSETID = 4  # capabilities(7): keeps setgid on a file of another group through chmod
+
+
+def _has_capability(cap: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, ValueError):
+        pass
+    return True  # unknown: try, and check_mode tells if the kernel dropped the bit
+
+
+def _check_setgid(vol: VolumeSpec) -> None:
+    """A setgid mode asked for where the kernel will drop it: fail before anything changes.
+
+    Without CAP_FSETID, chmod clears S_ISGID on a dir whose group is not one of ours; the
+    root would then never match its spec, and every start would walk the whole volume.
+    """
+    gid = vol.owner.gid
+    if gid == os.getegid() or gid in os.getgroups():
+        return
+    asked = [(f"volumes.{vol.path}.mode", vol.mode)] + [(f"volumes.{vol.path}.dirs.{d.path}.mode", d.mode)
+                                                       for d in vol.dirs]
+    for key, mode in asked:
+        if mode is not None and mode & 0o6000 and not _has_capability(CAP_FSETID):
+            raise OperationError("cannot set", f"mode {mode:04o} at {key}",
+                                 "a setgid or setuid bit on a dir of another group needs CAP_FSETID",
+                                 "add it to the volinit service: cap_add: [CHOWN, FOWNER, DAC_OVERRIDE, FSETID]")
+
+
 def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                  progress: Callable[[str, int], None] | None = None) -> VolumeReport:
     start = time.monotonic()
@@ -111,18 +144,26 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
     root_fd = walk.open_volume(vol.path)
     try:
         _lock(root_fd, vol.path, say)
-        # A dir that cannot be made (a file or a symlink where it goes) fails the volume
-        # before anything in it changes: the dry run meets the same checks, creating nothing.
+        # Mounts inside the volume (another volume, a host dir or file, a tmpfs) are left
+        # alone by the prune, the walk and the dirs; found once, by mount identity.
+        mounts = volume_mounts(root_fd, vol.path)
+        _check_setgid(vol)
+        # A dir that cannot be made (a file or a symlink where it goes, a dir volinit did
+        # not make) fails the volume before anything in it changes: the dry run meets the
+        # same checks, creating nothing.
+        in_mounts = set()
         for d in vol.dirs:
-            walk.ensure_dir(root_fd, d.path, uid, gid, d.mode, set_owner=False, dry_run=True)
+            if walk.ensure_dir(root_fd, d.path, uid, gid, d.mode, set_owner=False, dry_run=True, mounts=mounts)[2]:
+                in_mounts.add(d.path)
+                rep.skips.add(walk.SKIP_MOUNT, d.path)
         for d in vol.dirs:
-            if d.prune is None:
+            if d.prune is None or d.path in in_mounts:
                 continue
-            dfd = walk.open_existing_dir(root_fd, d.path)
+            dfd = walk.open_existing_dir(root_fd, d.path, mounts)
             if dfd is None:
                 continue
             try:
-                res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run,
+                res: PruneResult = prune_dir(dfd, d.prune, d.keep, dry_run=dry_run, mounts=mounts,
                                              progress=_labelled(progress, f"{vol.path}/{d.path}"))
             except VolinitError as exc:
                 exc.where = f"{d.path}/{exc.where}" if exc.where else d.path  # prune names entries below d
@@ -144,14 +185,16 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
             cb = _labelled(progress, vol.path)
             for _ in range(WALKS):
                 res2 = walk.chown_tree(root_fd, root_st, uid, gid, hardlinks=vol.hardlinks,
-                                       dry_run=dry_run, progress=cb)
+                                       dry_run=dry_run, progress=cb, mounts=mounts)
                 rep.entries += res2.entries
                 rep.changed += res2.changed
                 rep.skips.merge(res2.skips)
                 # An entry renamed while we walked may have moved to where we had already
                 # been: walk again (changing only what differs), or the root, fixed below,
-                # would tell every later run that the volume is right.
-                if dry_run or not res2.skips.counts.get(walk.SKIP_VANISHED):
+                # would tell every later run that the volume is right. A walk that changed
+                # nothing proves the tree right as it found it; entries merely created and
+                # deleted meanwhile (a running service's temp files) force nothing.
+                if dry_run or not (res2.moved and res2.changed):
                     break
             else:
                 raise OperationError("cannot finish", vol.path,
@@ -159,8 +202,10 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                                      "stop the containers writing to this volume and rerun; its root stays unfixed")
 
         for d in vol.dirs:
-            created, fixed = walk.ensure_dir(root_fd, d.path, uid, gid, d.mode,
-                                             set_owner=vol.chown != "never", dry_run=dry_run)
+            if d.path in in_mounts:
+                continue
+            created, fixed, _ = walk.ensure_dir(root_fd, d.path, uid, gid, d.mode, mounts=mounts,
+                                                set_owner=vol.chown != "never", dry_run=dry_run)
             rep.created.extend(created)
             if fixed:
                 rep.dirs_fixed.append(d.path)
@@ -180,6 +225,7 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                     os.fchmod(root_fd, vol.mode)
                 except OSError as exc:
                     raise walk.os_error("cannot change mode of", vol.path, exc) from None
+                walk.check_mode(root_fd, vol.mode, vol.path)
     finally:
         os.close(root_fd)  # also drops the lock
         rep.seconds = time.monotonic() - start

@@ -212,6 +212,7 @@ def prune_cmd(
     def go() -> int:
         from volinit import spec as specmod
         from volinit import walk
+        from volinit.mounts import volume_mounts
         from volinit.parallel import workers_from_env
         from volinit.prune import prune_dir
 
@@ -223,7 +224,8 @@ def prune_cmd(
         fd = walk.open_volume(path)
         progress = Progress()
         try:
-            res = prune_dir(fd, age, globs, dry_run=dry_run, progress=lambda n: progress(path, n))
+            res = prune_dir(fd, age, globs, dry_run=dry_run, progress=lambda n: progress(path, n),
+                            mounts=volume_mounts(fd, path))
         except VolinitError as exc:
             exc.where = f"{path}/{exc.where}"  # prune names entries relative to DIR
             raise

@@ -539,16 +539,19 @@ def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
 
 
 def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
-               set_owner: bool, dry_run: bool) -> tuple[list[str], bool]:
+               set_owner: bool, dry_run: bool, mounts: Mounts | None = None) -> tuple[list[str], bool, bool]:
     """Create rel (and missing parents) inside the volume, refusing symlinks on the way.
 
-    Returns (the relative paths created, whether the final dir's owner or mode changed).
-    Created dirs always get uid:gid; an existing final dir gets them when set_owner.
+    Returns (the relative paths created, whether the final dir's owner or mode changed,
+    whether it lies in another mount and was left alone). Created dirs always get
+    uid:gid; an existing final dir gets them when set_owner. An existing final dir that
+    neither uid nor the owner of its parent owns was not made by volinit, and is refused.
     """
     created: list[str] = []
     changed = False
     parts = rel.split("/")
     fd = os.dup(root_fd)
+    parent_uid = os.fstat(fd).st_uid
     try:
         for i, name in enumerate(parts):
             last = i == len(parts) - 1
@@ -560,7 +563,7 @@ def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
             except FileNotFoundError:
                 if dry_run:
                     created.extend("/".join(parts[: j + 1]) for j in range(i, len(parts)))
-                    return created, changed
+                    return created, changed, False
                 try:
                     os.mkdir(name, 0o700, dir_fd=fd)  # owner and mode are set on the fd below
                     made = True
@@ -582,6 +585,18 @@ def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
                 raise os_error("cannot open", path, exc) from None
             os.close(fd)
             fd = nfd
+            if mounts is not None and (mounts.nested or st.st_dev not in mounts.same_mount_devs) \
+                    and mounts.dir_is_other_mount(fd, st):
+                return created, changed, True  # a tmpfs or another volume mounted there: not ours
+            if last and not made and st.st_uid not in (uid, parent_uid):
+                # The volume's user cannot make a dir another uid owns, but can rename one
+                # onto this name (lost+found, say): pruning or chowning it would hand over
+                # or delete what that user could not touch.
+                raise OperationError("will not adopt", path,
+                                     f"it is owned by {st.st_uid}:{st.st_gid}, neither by {uid} nor by the owner "
+                                     "of the dir it is in, so volinit did not make it",
+                                     "move it aside; volinit then makes a fresh one")
+            parent_uid = st.st_uid
             if made:
                 created.append(path)
             try:
@@ -593,26 +608,39 @@ def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
                     changed = changed or not made
                     if not dry_run:
                         os.fchmod(fd, want)
+                        check_mode(fd, want, path)
             except OSError as exc:
                 raise os_error("cannot set owner or mode of", path, exc) from None
-        return created, changed
+        return created, changed, False
     finally:
         os.close(fd)
 
 
-def open_existing_dir(root_fd: int, rel: str) -> int | None:
-    """An fd for rel inside the volume, or None when it does not exist yet."""
+def check_mode(fd: int, want: int, path: str) -> None:
+    """Fail when the kernel dropped a bit of the mode just set (setgid, without CAP_FSETID):
+    a root that never matches its spec would be walked again on every start."""
+    got = stat.S_IMODE(os.fstat(fd).st_mode)
+    if got != want:
+        raise OperationError("cannot set mode of", path, f"asked for {want:04o}, the kernel kept {got:04o}",
+                             "a setgid or setuid bit on a dir of another group needs CAP_FSETID: cap_add: [FSETID]")
+
+
+def open_existing_dir(root_fd: int, rel: str, mounts: Mounts | None = None) -> int | None:
+    """An fd for rel inside the volume, or None when it does not exist yet (or is another mount)."""
     fd = os.dup(root_fd)
     try:
         for name in rel.split("/"):
             try:
-                nfd, _ = open_subdir(fd, name)
+                nfd, st = open_subdir(fd, name)
             except FileNotFoundError:
                 return None
             except OSError as exc:
                 raise os_error("cannot open", rel, exc) from None
             os.close(fd)
             fd = nfd
+            if mounts is not None and (mounts.nested or st.st_dev not in mounts.same_mount_devs) \
+                    and mounts.dir_is_other_mount(fd, st):
+                return None
         out, fd = fd, -1
         return out
     finally:
