@@ -66,9 +66,10 @@ def age(path: Path, days: float) -> None:
 
 
 def make_chain(top: Path, depth: int, *, file_per_level: str | None = None, file_at_bottom: str | None = None,
-               mtime: float | None = None) -> None:
-    """A chain top/d/d/.../d of `depth` dirs below the existing dir top, fd by fd (the path
-    outgrows PATH_MAX), with an empty file in each level or at the bottom; mtime dates them."""
+               mtime: float | None = None, name: str = "d") -> None:
+    """A chain top/d/d/.../d of `depth` dirs (named `name`) below the existing dir top, fd by
+    fd (the path outgrows PATH_MAX), with an empty file in each level or at the bottom;
+    mtime dates them."""
 
     def touch(name: str, dir_fd: int) -> None:
         os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dir_fd))
@@ -80,8 +81,8 @@ def make_chain(top: Path, depth: int, *, file_per_level: str | None = None, file
         for _ in range(depth):
             if file_per_level is not None:
                 touch(file_per_level, fd)
-            os.mkdir("d", dir_fd=fd)
-            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = nfd
         if file_at_bottom is not None:
