@@ -28,6 +28,7 @@ HARDENED = ["--read-only", "--network", "none", "--cap-drop", "ALL", "--cap-add"
             "--cap-add", "FOWNER", "--cap-add", "DAC_OVERRIDE", "--security-opt", "no-new-privileges"]
 SPEC = 'version: 1\nowner: "1000:1000"\nvolumes:\n  /vol: {}\n'
 DEEP = 3000
+DAY = 86400
 
 
 
@@ -204,3 +205,130 @@ def test_docker_stop_mid_walk_ends_it_promptly_and_a_rerun_finishes(volinit_imag
         rerun = docker_run(volinit_image, *argv, flags=(*HARDENED, "-v", f"{vol}:/vol"))
         assert rerun.code == 0, rerun.err
         assert count(vol, "-uid", "1000") == total and os.stat(vol).st_uid == 1000
+
+
+# --- issue 9: mounts that share the volume's device number, depth, setgid -----------------
+
+@contextlib.contextmanager
+def named_volumes(*names: str) -> Iterator[dict[str, Path]]:
+    """Docker named volumes (removed afterwards), by name -> their directory on the host."""
+    tag = uuid.uuid4().hex[:8]
+    made: dict[str, Path] = {}
+    try:
+        for name in names:
+            full = f"volinit-sec-{name}-{tag}"
+            subprocess.run(["docker", "volume", "create", full], check=True, capture_output=True)
+            made[full] = Path(subprocess.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", full],
+                                             capture_output=True, text=True, check=True).stdout.strip())
+        yield made
+    finally:
+        for full in made:
+            subprocess.run(["docker", "volume", "rm", "-f", full], capture_output=True)
+
+
+def test_nested_volumes_and_host_bind_mounts_inside_a_volume_are_never_touched(volinit_image: str,
+                                                                                tmp_path: Path) -> None:
+    # The seed-003 layout gone wrong: a second named volume inside the cache volume, a host
+    # dir and a host file bind-mounted into it, and a third volume inside its .tmp. All of
+    # them live on the host's filesystem: the same st_dev as the volume around them.
+    old = time.time() - 3 * DAY
+    host_conf, host_file = tmp_path / "etc-myapp", tmp_path / "config.json"
+    make_files(host_conf, 2, 2, mtime=old)
+    host_file.write_text("{}\n")
+    os.chmod(host_file, 0o600)
+    spec = tmp_path / "volinit.yaml"
+    spec.write_text('version: 1\nowner: "1000:1000"\nvolumes:\n  /app/cache:\n    chown: always\n'
+                    '    dirs:\n      .tmp: {prune: 1d}\n')
+    with named_volumes("cache", "models", "shared") as vols:
+        cache, models, shared = vols
+        make_files(vols[models], 2, 3)
+        (vols[models] / "secret.key").write_text("root's\n")
+        os.chmod(vols[models] / "secret.key", 0o600)
+        os.chown(vols[models] / "d0", 2000, 2000)
+        make_files(vols[shared], 1, 3, mtime=old)
+        inner = {name: owners(vols[name]) for name in (models, shared)}
+        before_conf, before_file = owners(host_conf), os.stat(host_file)
+        run = docker_run(volinit_image, "apply", "--json", flags=(
+            *HARDENED, "-v", f"{cache}:/app/cache", "-v", f"{models}:/app/cache/models",
+            "-v", f"{shared}:/app/cache/.tmp/shared", "-v", f"{host_conf}:/app/cache/conf",
+            "-v", f"{host_file}:/app/cache/config.json", "-v", f"{spec}:/etc/volinit/volinit.yaml:ro"))
+        assert run.code == 0, run.err
+        # nothing on the inner mounts changed, nothing there was pruned
+        assert {name: owners(vols[name]) for name in (models, shared)} == inner
+        assert owners(host_conf) == before_conf
+        after = os.stat(host_file)
+        assert (after.st_uid, after.st_gid, after.st_mode) == (before_file.st_uid, before_file.st_gid,
+                                                             before_file.st_mode)
+        skipped = json.loads(run.out)["volumes"][0]["skipped"]
+        # models, conf and config.json in the walk; .tmp/shared in the prune and in the walk
+        assert skipped["by_reason"] == {"another mount": 5}, run.err
+        # the cache volume's own entries are the user's; under the mount points, which the
+        # container never sees, are the empty dirs and file Docker made for them
+        points = {"models", ".tmp/shared", "conf", "config.json"}
+        assert {o[:2] for rel, o in owners(vols[cache]).items() if rel not in points} == {(1000, 1000)}
+
+
+def chain_volume(box: Path, depth: int, name: str) -> Path:
+    """A volume already right, whose user built a chain `depth` deep in its .tmp."""
+    vol = box / "vol"
+    (vol / ".tmp").mkdir(parents=True)
+    make_chain(vol / ".tmp", depth, name=name, file_at_bottom="f")
+    subprocess.run(["chown", "-R", "1000:1000", str(vol)], check=True)
+    return vol
+
+
+CHAIN_SPEC = 'version: 1\nowner: "1000:1000"\nvolumes:\n  /vol:\n    dirs:\n      .tmp: {prune: 1d}\n'
+
+
+def test_a_chain_4000_deep_of_255_byte_names_starts_within_64_mb(volinit_image: str, box: Path) -> None:
+    # Each level used to keep its whole path: 4000 x 255 bytes cost about 2 GB, every start
+    # (prune runs even when the root is right), so a memory limit OOM-killed the init forever.
+    vol = chain_volume(box, 4000, "n" * 255)
+    spec = box / "volinit.yaml"
+    spec.write_text(CHAIN_SPEC)
+    flags = (*HARDENED, "--memory", "64m", "--memory-swap", "64m", "-v", f"{vol}:/vol",
+             "-v", f"{spec}:/etc/volinit/volinit.yaml:ro")
+    run = docker_run(volinit_image, "apply", flags=flags)
+    assert run.code == 0, run.err
+    assert "root already right, walk skipped" in run.err
+    os.chown(vol, 0, 0)  # and a full walk of it, under the same limit
+    run = docker_run(volinit_image, "apply", flags=flags)
+    assert run.code == 0, run.err
+    assert "root was 0:0 0755: walked; 4002 entries walked" in run.err
+
+
+def test_a_chain_deeper_than_the_open_file_limit_is_walked_and_pruned(volinit_image: str, box: Path) -> None:
+    # Deeper than any fd limit is always possible for the volume's user: the walk and prune
+    # must not need an fd per level (they hold a constant number now).
+    vol = chain_volume(box, 1500, "d")
+    os.chown(vol, 0, 0)
+    spec = box / "volinit.yaml"
+    spec.write_text(CHAIN_SPEC)
+    run = docker_run(volinit_image, "apply", flags=(
+        *HARDENED, "--ulimit", "nofile=256:256", "-v", f"{vol}:/vol",
+        "-v", f"{spec}:/etc/volinit/volinit.yaml:ro"))
+    assert run.code == 0, run.err
+    assert "root was 0:0 0755: walked; 1502 entries walked" in run.err
+    assert os.stat(vol).st_uid == 1000
+
+
+def test_a_setgid_mode_needs_fsetid_and_then_reruns_are_quick(volinit_image: str, tmp_path: Path) -> None:
+    # Without CAP_FSETID the kernel drops S_ISGID from chmod on a dir of another group: the
+    # root never matched its spec and every start walked everything, reporting it fixed.
+    vol = tmp_path / "vol"
+    make_files(vol, 2, 3)
+    spec = tmp_path / "volinit.yaml"
+    spec.write_text('version: 1\nowner: "1000:1000"\nvolumes:\n  /vol:\n    mode: "2775"\n')
+    mounts = ("-v", f"{vol}:/vol", "-v", f"{spec}:/etc/volinit/volinit.yaml:ro")
+    refused = docker_run(volinit_image, "apply", flags=(*HARDENED, *mounts))
+    assert refused.code == 1
+    assert refused.errors == ["volinit: error: cannot set mode 2775 at volumes./vol.mode: a setgid or setuid bit "
+                              "on a dir of another group needs CAP_FSETID (add it to the volinit service: "
+                              "cap_add: [CHOWN, FOWNER, DAC_OVERRIDE, FSETID])"]
+    assert count(vol, "-uid", "1000") == 0 and os.stat(vol).st_uid == 0  # refused before the walk
+    with_fsetid = (*HARDENED, "--cap-add", "FSETID", *mounts)
+    run = docker_run(volinit_image, "apply", flags=with_fsetid)
+    assert run.code == 0, run.err
+    assert stat.S_IMODE(os.stat(vol).st_mode) == 0o2775
+    again = docker_run(volinit_image, "apply", flags=with_fsetid)
+    assert "root already right, walk skipped" in again.err

@@ -131,7 +131,7 @@ def _check_setgid(vol: VolumeSpec) -> None:
                                                        for d in vol.dirs]
     for key, mode in asked:
         if mode is not None and mode & 0o6000 and not _has_capability(CAP_FSETID):
-            raise OperationError("cannot set", f"mode {mode:04o} at {key}",
+            raise OperationError(f"cannot set mode {mode:04o} at {key}", "",
                                  "a setgid or setuid bit on a dir of another group needs CAP_FSETID",
                                  "add it to the volinit service: cap_add: [CHOWN, FOWNER, DAC_OVERRIDE, FSETID]")
 

@@ -40,6 +40,7 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # what stops a run: docker stop,
 # filesystem's journal more than on the CPU, and two processes overlap those waits too.
 PARALLEL_AFTER = 5000
 MAX_TASKS = 4096  # top dirs kept open for the workers at most (fds); past it they are walked in place
+SEED_LEVELS = 6  # levels below the root whose dirs the parent hands out
 
 
 def default_workers() -> int:
@@ -251,10 +252,10 @@ def _stop(pid: int) -> None:
 class _Node:
     """A dir the parent opened while walking the top: walked by it or by a worker, then left."""
 
-    __slots__ = ("fd", "path", "name", "parent", "left", "old")
+    __slots__ = ("fd", "path", "name", "parent", "depth", "left", "old")
 
-    def __init__(self, fd: int, path: str, name: str, parent: int) -> None:
-        self.fd, self.path, self.name, self.parent = fd, path, name, parent
+    def __init__(self, fd: int, path: str, name: str, parent: int, depth: int) -> None:
+        self.fd, self.path, self.name, self.parent, self.depth = fd, path, name, parent, depth
         self.left = 0
         self.old = False
 
@@ -275,17 +276,19 @@ def walk_tree(trav: Traversal, root_fd: int, workers: int | None = None,
 
     # the pending subtrees hold an fd each: stay well inside the open-file limit
     cap = max(4 * workers, min(MAX_TASKS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-    nodes = [_Node(os.dup(root_fd), "", "", -1)]
+    nodes = [_Node(os.dup(root_fd), "", "", -1, 0)]
     queue = deque([0])  # nodes whose contents are not walked yet
     try:
         # breadth first, so the subtrees left when the parent stops are many and alike in size
         while queue and (trav.seen < parallel_after or len(queue) < 2 * workers):
             i = queue.popleft()
             found: list = []
-            trav.room = cap - len(nodes)
+            # only the top few levels are handed out: below them a tree is a task's own
+            # (a chain thousands deep would otherwise be opened level by level, its paths kept)
+            trav.room = cap - len(nodes) if nodes[i].depth < SEED_LEVELS else 0
             nodes[i].left = trav.walk(nodes[i].fd, nodes[i].path, collect=found)
             for fd, path, name, st in found:
-                node = _Node(fd, path, name, i)
+                node = _Node(fd, path, name, i, nodes[i].depth + 1)
                 node.old = trav.is_old(st)
                 nodes.append(node)
                 queue.append(len(nodes) - 1)

@@ -342,7 +342,11 @@ class Traversal:
                         continue
                     child = Level(sub_fd, nxt[0], st.st_dev, st.st_ino, len(stack) < STREAM_LEVELS)
                     child.old = self.is_old(st)
-                    child.entries = list_dir(sub_fd, self.path(nxt[0]))  # closes sub_fd when it fails
+                    try:
+                        child.entries = os.scandir(sub_fd)
+                    except OSError as exc:  # scandir dups the fd: EMFILE can come here
+                        os.close(sub_fd)
+                        raise os_error("cannot list", self.path(nxt[0]), exc) from None
                     stack.append(child)
                     if lvl.pending is not None:  # read through already: not needed until we are back
                         os.close(lvl.fd)
