@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import volinit
+from helpers import make_chain, volinit
 from test_security import make_files, owners, tmpfs
 
 from volinit import mounts, spec
@@ -278,3 +278,31 @@ def test_mount_points_that_keep_moving_are_one_clear_error(tmp_path: Path, monke
         os.close(fd)
     assert "mount points kept moving during 5 lookups" in err.value.line()
     assert stat.S_ISDIR(os.stat(vol).st_mode)
+
+
+def test_a_dir_moved_away_while_the_walk_is_deep_below_it_is_walked_again(tmp_path: Path) -> None:
+    # Below 16 levels the walk closes a level's fd while it is further down and comes back
+    # up through "..". A dir moved meanwhile out from under its parent leaves ".." pointing
+    # elsewhere: the walk must notice (not carry on in the wrong dir), and walk again.
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    make_chain(vol, 40)
+    deep = vol.joinpath(*["d"] * 30)
+    for i in range(3000):
+        (deep / f"f{i}").touch()
+    moved: list[bool] = []
+
+    def move_once(where: str, seen: int) -> None:
+        if not moved:
+            os.rename(vol.joinpath(*["d"] * 25), vol / "moved")
+            moved.append(True)
+
+    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
+    os.environ["VOLINIT_WORKERS"] = "1"
+    try:
+        rep = apply_volume(volspec, dry_run=False, say=lambda line: None, progress=move_once)
+    finally:
+        del os.environ["VOLINIT_WORKERS"]
+    assert moved and rep.skips.counts.get("changed during walk", 0) >= 1
+    assert {o[:2] for o in owners(vol).values()} == {(1000, 1000)}
+    assert os.stat(vol / "moved" / "d" / "d" / "d" / "d" / "d" / "f0").st_uid == 1000
