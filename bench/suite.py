@@ -63,6 +63,34 @@ def volinit_argv(*args: str) -> list[str]:
     return [str(script), *args] if script.exists() else [sys.executable, "-m", "volinit", *args]
 
 
+# --baseline REF: the same rows also time volinit as it was at REF (a git ref of this repo),
+# so a change to the walk is measured against the code before it, side by side.
+BASELINE: dict[str, str] = {}
+
+
+def baseline_tools(argv: list[str], **kw) -> list[Tool]:
+    """volinit at the baseline ref, started the way the console script starts it."""
+    if not BASELINE:
+        return []
+    start = [sys.executable, "-c", "import sys; from volinit.cli import main; sys.exit(main())"]
+    env = {**ENV, "PYTHONPATH": BASELINE["dir"]}
+    return [Tool(f"volinit at {BASELINE['ref']}", [*start, *argv], env=env, **kw)]
+
+
+def checkout_baseline(ref: str, base: Path) -> None:
+    """The volinit package as it was at ref, with its bytecode compiled like ours."""
+    import compileall
+
+    where = base / "baseline"
+    where.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "volinit"], capture_output=True)
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    compileall.compile_dir(str(where / "volinit"), quiet=1)
+    BASELINE.update(ref=ref, dir=str(where))
+
+
 def sh(cmd: list[str]) -> None:
     """An untimed helper command (resetting a tree); its failure stops the run."""
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
@@ -112,7 +140,8 @@ def chown_rows(base: Path, files: int, label: str) -> tuple[list[Row], list[Row]
         Tool("volinit", volinit_argv("apply", tree, "--owner", OWNER), env=ENV, prep=reset, check=owned),
         [Tool(f"chown -R {OWNER}", ["chown", "-R", OWNER, tree], env=ENV, prep=reset, check=owned),
          tmpfiles_tool("systemd-tmpfiles --create (Z)", base / "z.conf", f"Z {tree} - {UID} {GID} -",
-                       "--create", prep=reset, check=owned)],
+                       "--create", prep=reset, check=owned),
+         *baseline_tools(["apply", tree, "--owner", OWNER], prep=reset, check=owned)],
         {f"chown -R {OWNER}": 1.0, "systemd-tmpfiles --create (Z)": 0.5},
     )
     always = Row(
@@ -120,7 +149,8 @@ def chown_rows(base: Path, files: int, label: str) -> tuple[list[Row], list[Row]
         Tool("volinit --chown always", volinit_argv("apply", tree, "--owner", OWNER, "--chown", "always"),
              env=ENV, check=owned),
         [Tool(f"find ! -user {UID} -exec chown",
-              ["find", tree, "!", "-user", str(UID), "-exec", "chown", OWNER, "{}", "+"], env=ENV, check=owned)],
+              ["find", tree, "!", "-user", str(UID), "-exec", "chown", OWNER, "{}", "+"], env=ENV, check=owned),
+         *baseline_tools(["apply", tree, "--owner", OWNER, "--chown", "always"], check=owned)],
         {f"find ! -user {UID} -exec chown": 1.0},
     )
     return [first], [always]
@@ -135,7 +165,8 @@ def big_rows(base: Path, label: str) -> list[Row]:
         f"first_chown_{label}", f"first chown of {label} files (tree reset to 0:0 before each run, untimed)",
         Tool("volinit", volinit_argv("apply", tree, "--owner", OWNER), env=ENV, prep=reset, check=owned,
              memory=memory),
-        [Tool(f"chown -R {OWNER}", ["chown", "-R", OWNER, tree], env=ENV, prep=reset, check=owned, memory=memory)],
+        [Tool(f"chown -R {OWNER}", ["chown", "-R", OWNER, tree], env=ENV, prep=reset, check=owned, memory=memory),
+         *baseline_tools(["apply", tree, "--owner", OWNER], prep=reset, check=owned, memory=memory)],
     )
     # The two short runs sync first, so neither pays for the writeback of chown -R's million
     # changed inodes, and average 5 starts per sample: they last about 80 ms.
@@ -143,7 +174,8 @@ def big_rows(base: Path, label: str) -> list[Row]:
         f"rerun_default_{label}", f"rerun, default policy (on-root-mismatch), already-right tree of {label} files",
         Tool("volinit", volinit_argv("apply", tree, "--owner", OWNER), env=ENV, prep=os.sync, loops=5),
         [Tool("volinit --version (start-up alone)", volinit_argv("--version"), env=ENV, prep=os.sync, loops=5),
-         Tool(f"chown -R {OWNER}", ["chown", "-R", OWNER, tree], env=ENV, check=owned)],
+         Tool(f"chown -R {OWNER}", ["chown", "-R", OWNER, tree], env=ENV, check=owned),
+         *baseline_tools(["apply", tree, "--owner", OWNER], prep=os.sync, loops=5)],
         {"volinit --version (start-up alone)": 1.3},
     )
     return [first, rerun]
@@ -172,7 +204,8 @@ def prune_row(base: Path, entries: int, label: str) -> Row:
         [Tool("find -mindepth 1 -mmin +1440 -delete", ["find", tree, "-mindepth", "1", "-mmin", "+1440", "-delete"],
               env=ENV, prep=fresh_tree, check=pruned),
          tmpfiles_tool("systemd-tmpfiles --clean (e, mM:1d)", base / "e.conf", f"e {tree} - - - mM:1d",
-                       "--clean", prep=fresh_tree, check=pruned)],
+                       "--clean", prep=fresh_tree, check=pruned),
+         *baseline_tools(["prune", tree, "--older-than", "24h"], prep=fresh_tree, check=pruned)],
         {"find -mindepth 1 -mmin +1440 -delete": 1.0},
     )
 
@@ -314,6 +347,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="also write the results as JSON to FILE (- or no FILE: stdout, table to stderr)")
     ap.add_argument("--only", default=None, metavar="KEYS",
                     help="comma-separated subset: first,always,big,prune,shim,startup")
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also time volinit as it was at this git ref (e.g. HEAD~3, main) in the same rows")
     ap.add_argument("--quick", action="store_true",
                     help="a small smoke run for CI: 2000/5000 files, 2000 prune entries, 1 repeat, 3 starts")
     args = ap.parse_args(argv)
@@ -348,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info["volinit_package"] = compile_volinit()
         info["bytecode"] = "compiled before measuring, as the image does"
+        if args.baseline:
+            checkout_baseline(args.baseline, base)
+            info["baseline"] = args.baseline
         if only & {"first", "always"}:
             label = label_of(args.files)
             chown_tree(base, args.files, label, args.reuse, say)

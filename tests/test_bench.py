@@ -59,3 +59,17 @@ def test_peak_memory_is_reported(quick: dict) -> None:
     else:
         assert memory["volinit_mb"] > 0
 
+
+
+def test_a_baseline_ref_is_timed_beside_the_working_tree(as_root: None) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "first,prune", "--baseline", "HEAD",
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["machine"]["baseline"] == "HEAD"
+    for row in doc["rows"]:
+        [old] = [p for p in row["peers"] if p["name"] == "volinit at HEAD"]
+        assert old["measured"] and old["median_s"] > 0 and old["ratio"] > 0
+    bad = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "prune", "--baseline", "no-such-ref"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "bench: error: git archive no-such-ref" in bad.stderr
