@@ -64,6 +64,7 @@ def run_shim(
     uid: int | None = None,
     gid: int | None = None,
     namespace_setup: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the shim with CMD `args` in a clean environment.
 
@@ -81,7 +82,7 @@ def run_shim(
         argv = ["unshare", "-m", "-p", "-f", "--propagation", "private",
                 "/bin/sh", "-c", f'set -e\n(PATH={SYSTEM_PATH}\n{namespace_setup}\n)\nexec "$@"', "sh", *argv]
     full_env = {"PATH": shell.path, "LC_ALL": "C", **(env or {})}
-    return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def tree(root: Path) -> list[tuple[str, int, int, int]]:
@@ -394,6 +395,63 @@ def test_bad_prune_duration_is_a_usage_error_and_touches_nothing(shell: Shell, w
     assert result.stderr.startswith(f"volinit-entrypoint: error: VOLINIT_PRUNE={bad}: ")
     assert len(result.stderr.splitlines()) == 1
     assert not (work / "tmp").exists()
+
+
+@pytest.mark.parametrize("zero", ["0s", "0m", "0h0m", "000d"])
+def test_a_zero_prune_age_is_refused_and_fresh_files_stay(shell: Shell, work: Path, zero: str) -> None:
+    # the spec refuses a zero age; the shim took 0s as "everything": a 2-second-old file went
+    tmp = work / "tmp"
+    tmp.mkdir()
+    (tmp / "job.part").write_text("in use")
+    age(tmp / "job.part", 2)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": str(tmp), "VOLINIT_PRUNE": zero})
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: VOLINIT_PRUNE={zero}: a zero age would prune everything in TMPDIR, "
+        "however new (give a positive age, e.g. 24h)"]
+    assert (tmp / "job.part").read_text() == "in use"
+
+
+@pytest.mark.parametrize(("tmpdir", "why"), [
+    ("{cache}/.tmp/..", "has a . or .. component"),  # pruned the whole volume
+    ("{cache}/./.tmp", "has a . or .. component"),
+    ("{cache}/.tmp/../../cache/.tmp", "has a . or .. component"),
+    ("app/cache/.tmp", "is relative"),  # from the service's working dir, whatever that is
+])
+def test_prune_refuses_a_tmpdir_that_is_not_a_clean_absolute_path(shell: Shell, work: Path, tmpdir: str,
+                                                                   why: str) -> None:
+    cache = work / "app/cache"
+    (cache / ".tmp").mkdir(parents=True)
+    (cache / "models").mkdir()
+    (cache / "models/model.bin").write_text("weights")
+    (cache / ".tmp/old.part").write_text("")
+    for path in (cache / "models/model.bin", cache / "models", cache / ".tmp/old.part"):
+        age(path, 3 * DAY)
+    before = tree(work)
+    value = tmpdir.format(cache=cache)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": value, "VOLINIT_PRUNE": "1d"}, cwd=work)
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: TMPDIR={value}: {why}, and VOLINIT_PRUNE prunes only a clean absolute path "
+        "(set TMPDIR to the dir's own absolute path, e.g. /app/cache/.tmp)"]
+    assert tree(work) == before  # nothing pruned, nothing created
+
+
+def test_prune_refuses_the_root_dir_before_find_runs(shell: Shell, work: Path) -> None:
+    # A stand-in find records being run: were the refusal to regress, the real one would
+    # prune this machine.
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "find").write_text(f'#!/bin/sh\ntouch "{work}/find-ran"\n')
+    (bin_dir / "find").chmod(0o755)
+    for root in ("/", "//"):
+        result = run_shim(shell, ["echo", "service ran"],
+                          {"TMPDIR": root, "VOLINIT_PRUNE": "1d", "PATH": f"{bin_dir}:{shell.path}"})
+        assert (result.returncode, result.stdout) == (64, "")
+        assert result.stderr.splitlines() == [
+            f"volinit-entrypoint: error: TMPDIR={root}: is the root dir, and VOLINIT_PRUNE would prune the whole "
+            "filesystem (set TMPDIR to a dir of its own, e.g. /app/cache/.tmp)"]
+        assert not (work / "find-ran").exists()
 
 
 def test_prune_without_tmpdir_is_a_usage_error(shell: Shell) -> None:
