@@ -13,7 +13,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +317,121 @@ def test_read_only_mount_fails_even_for_root(shell: Shell, work: Path, namespace
                 f"or point {variable} at a dir on one") in line
 
 
+# --- as root (the gosu pattern) --------------------------------------------------------
+
+# Swaps pairs of names atomically (renameat2 RENAME_EXCHANGE) as fast as it can: the user
+# who owns a volume turning a dir in it into a symlink and back, hoping root follows it.
+FLIPPER = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+print("flipping", flush=True)
+while True:
+    libc.renameat2(-100, a, -100, b, 2)
+"""
+
+
+def user_volume(work: Path) -> tuple[Path, Path]:
+    """A volume uid 1000 owns, and a root-owned dir outside it (standing in for /etc/cron.weekly)."""
+    volume, outside = work / "volume", work / "outside"
+    volume.mkdir()
+    os.chown(volume, 1000, 1000)
+    outside.mkdir(mode=0o755)
+    age(outside, DAY)  # so that a file made and removed in it shows in its mtime
+    return volume, outside
+
+
+@pytest.mark.parametrize("variable, rel", [("TMPDIR", ".tmp/x"), ("XDG_CACHE_HOME", ".tmp")])
+def test_as_root_a_planted_symlink_is_never_followed(shell: Shell, work: Path, variable: str, rel: str) -> None:
+    # A root entrypoint that drops privileges after the shim: `mkdir -p` followed uid 1000's
+    # `.tmp -> /etc/cron.weekly` and made /etc/cron.weekly/x, and the probe wrote in there.
+    volume, outside = user_volume(work)
+    (volume / ".tmp").symlink_to(outside)
+    os.chown(volume / ".tmp", 1000, 1000, follow_symlinks=False)
+    mtime = outside.stat().st_mtime_ns
+    result = run_shim(shell, ["echo", "service ran"], {variable: str(volume / rel)})
+    line = assert_one_error_line(result)
+    assert line == (f"volinit-entrypoint: error: {variable}={volume}/{rel}: will not follow {volume}/.tmp as uid:gid "
+                    f"0:0 (it is a symlink, and the shim follows none as root); {volume} is owned by 1000:1000, mode "
+                    f"drwxr-xr-x (point {variable} at the real path, or run volinit-entrypoint as the service's user)")
+    assert list(outside.iterdir()) == []
+    assert outside.stat().st_mtime_ns == mtime, "something was made and removed in the symlink's target"
+
+
+def test_as_root_nothing_is_created_in_a_dir_another_uid_owns(shell: Shell, work: Path) -> None:
+    # root's .tmp in uid 1000's volume would be unwritable by the service it starts
+    volume, _ = user_volume(work)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": str(volume / ".tmp/sub")})
+    line = assert_one_error_line(result)
+    assert line == (f"volinit-entrypoint: error: TMPDIR={volume}/.tmp/sub: will not create {volume}/.tmp as uid:gid "
+                    f"0:0 in a dir another uid owns; {volume} is owned by 1000:1000, mode drwxr-xr-x (run "
+                    "volinit-entrypoint as the service's user, e.g. gosu USER volinit-entrypoint CMD, or let the "
+                    "volinit init service create it)")
+    assert list(volume.iterdir()) == []
+
+
+def test_as_root_dirs_another_uid_made_are_used_and_the_service_starts_where_the_shim_did(
+        shell: Shell, work: Path) -> None:
+    # the init service made .tmp for uid 1000; the root shim only checks it and moves on
+    volume, _ = user_volume(work)
+    (volume / ".tmp").mkdir()
+    os.chown(volume / ".tmp", 1000, 1000)
+    (work / "app").mkdir()
+    (work / "new").mkdir()
+    env = {"TMPDIR": str(volume / ".tmp"), "VOLINIT_DIRS": f"{work}/new/a {work}/new//b/"}
+    result = run_shim(shell, ["sh", "-c", 'echo "$PWD ${OLDPWD-unset}"; pwd -P'], env, cwd=work / "app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{work}/app unset", f"{work}/app"]
+    assert list((volume / ".tmp").iterdir()) == []
+    assert sorted(p.name for p in (work / "new").iterdir()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("value", ["{work}/new/../x", "{work}/./x", "new/x"])
+def test_as_root_a_dir_that_is_not_a_clean_absolute_path_is_refused(shell: Shell, work: Path, value: str) -> None:
+    (work / "new").mkdir()
+    value = value.format(work=work)
+    result = run_shim(shell, ["echo", "service ran"], {"HF_HOME": value}, cwd=work)
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: HF_HOME={value}: not a clean absolute path, which the shim needs to create dirs "
+        "safely as root (set HF_HOME to the dir's absolute path, without . or .. components)"]
+    assert sorted(p.name for p in work.iterdir()) == ["new"] and list((work / "new").iterdir()) == []
+
+
+def test_as_root_a_dir_swapped_for_a_symlink_mid_walk_never_leads_outside(shell: Shell, work: Path) -> None:
+    # uid 1000 swaps a root-owned dir of its volume with a symlink to outside, again and
+    # again, while the root shim makes a new dir below that name on every start
+    volume, outside = user_volume(work)
+    (volume / "sw").mkdir()
+    (volume / "link").symlink_to(outside)
+    flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(volume / "sw"), str(volume / "link")],
+                               stdout=subprocess.PIPE, text=True)
+    outcomes: dict[str, int] = {}
+    runs = 0
+    try:
+        assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+        # the window between the -L test and the cd is microseconds wide: run until it was
+        # hit a few times
+        deadline = time.monotonic() + 60
+        while runs < 200 or (outcomes.get("mid-walk", 0) < 3 and time.monotonic() < deadline):
+            result = run_shim(shell, ["true"], {"TMPDIR": f"{volume}/sw/new{runs}"})
+            if result.returncode == 0:
+                outcome = "made"
+            else:
+                assert result.returncode == 73, result.stderr
+                outcome = "mid-walk" if "it became a symlink while the shim walked it" in result.stderr else "refused"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            runs += 1
+            assert list(outside.iterdir()) == [], f"run {runs} made a dir outside: {result.stderr}"
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert outcomes.get("made", 0) > 0 and outcomes.get("refused", 0) > 0, outcomes
+    assert outcomes.get("mid-walk", 0) > 0, f"the race never hit its window in {runs} runs: {outcomes}"
+    real = volume / "sw" if (volume / "sw").is_dir() and not (volume / "sw").is_symlink() else volume / "link"
+    assert len([p for p in real.iterdir() if p.name.startswith("new")]) == outcomes["made"]
+
+
 # --- pruning ---------------------------------------------------------------------------
 
 
@@ -472,6 +589,44 @@ def test_prune_leftovers_warn_but_the_service_starts(shell: Shell, work: Path) -
     assert result.stdout == "service ran\n"
     assert "roots.txt" in result.stderr
     assert (tmp / "roots.txt").exists()
+
+
+
+
+
+# --- in the image ----------------------------------------------------------------------
+
+
+def docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.docker
+def test_in_the_image_a_root_entrypoint_creates_nothing_through_the_volume_users_symlink(volinit_image: str) -> None:
+    # The gosu pattern in a real container: the shim runs as root before dropping to uid
+    # 1000, whose volume holds `.tmp -> /etc`; `mkdir -p` made /etc/cron.weekly as root.
+    tag = uuid.uuid4().hex[:10]
+    volume, container = f"volinit-test-shim-{tag}", f"volinit-test-shim-{tag}"
+    try:
+        assert docker("volume", "create", volume).returncode == 0
+        for user, script in (("0:0", "chown 1000:1000 /v"), ("1000:1000", "ln -s /etc /v/.tmp")):
+            setup = docker("run", "--rm", "--user", user, "-v", f"{volume}:/v", "--entrypoint", "sh",
+                           volinit_image, "-c", script)
+            assert setup.returncode == 0, setup.stderr
+        run = docker("run", "--name", container, "--user", "0:0", "--network", "none",
+                     "-v", f"{volume}:/app/cache", "-e", "TMPDIR=/app/cache/.tmp/cron.weekly",
+                     "--entrypoint", "/usr/local/bin/volinit-entrypoint", volinit_image, "echo", "service ran")
+        assert (run.returncode, run.stdout) == (73, ""), run.stderr
+        assert run.stderr.splitlines() == [
+            "volinit-entrypoint: error: TMPDIR=/app/cache/.tmp/cron.weekly: will not follow /app/cache/.tmp as "
+            "uid:gid 0:0 (it is a symlink, and the shim follows none as root); /app/cache is owned by 1000:1000, "
+            "mode drwxr-xr-x (point TMPDIR at the real path, or run volinit-entrypoint as the service's user)"]
+        changed = docker("diff", container)
+        assert changed.returncode == 0, changed.stderr
+        assert [line for line in changed.stdout.splitlines() if "/etc" in line] == []
+    finally:
+        docker("rm", "-f", container)
+        docker("volume", "rm", "-f", volume)
 
 
 # --- lint ------------------------------------------------------------------------------
