@@ -379,11 +379,23 @@ def test_as_root_dirs_another_uid_made_are_used_and_the_service_starts_where_the
     (work / "app").mkdir()
     (work / "new").mkdir()
     env = {"TMPDIR": str(volume / ".tmp"), "VOLINIT_DIRS": f"{work}/new/a {work}/new//b/"}
-    result = run_shim(shell, ["sh", "-c", 'echo "$PWD ${OLDPWD-unset}"; pwd -P'], env, cwd=work / "app")
+    command = 'echo "$PWD ${OLDPWD-unset}"; pwd -P; [ -e /proc/$$/fd/9 ] && echo fd 9 leaked || :'
+    result = run_shim(shell, ["sh", "-c", command], env, cwd=work / "app")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{work}/app unset", f"{work}/app"]
     assert list((volume / ".tmp").iterdir()) == []
     assert sorted(p.name for p in (work / "new").iterdir()) == ["a", "b"]
+
+
+def test_as_root_an_inherited_fd_9_reaches_the_service(shell: Shell, work: Path) -> None:
+    # the walk keeps fd 9 on the dir it left; a service handed fds (socket activation) keeps its own
+    (work / "passed").write_text("mine\n")
+    env = {"TMPDIR": str(work / "tmp"), "PASSED": str(work / "passed")}
+    argv = ["/bin/sh", "-c", 'exec 9<"$PASSED"; exec "$@"', "sh", *shell.argv, str(SHIM), "sh", "-c", "cat <&9"]
+    result = subprocess.run(argv, env={"PATH": shell.path, "LC_ALL": "C", **env}, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "mine\n", "")
+    assert (work / "tmp").is_dir() and list((work / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize("value", ["{work}/new/../x", "{work}/./x", "new/x"])
