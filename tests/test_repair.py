@@ -144,6 +144,19 @@ def test_container_is_hardened_and_mounts_a_volume_not_a_host_path() -> None:
     assert (mount["Type"], mount["Source"], mount["Target"]) == ("volume", "app_cache", "/repair/app_cache")
 
 
+@pytest.mark.parametrize(("attrs", "host_dir"), [
+    ({"Driver": "local", "Options": {"type": "none", "o": "bind", "device": "/srv/app"}}, "/srv/app"),
+    ({"Driver": "local", "Options": {"type": "none", "o": "rbind,ro", "device": "/srv/app"}}, "/srv/app"),
+    ({"Driver": "local", "Options": None}, None),  # an ordinary named volume
+    ({"Driver": "local", "Options": {"type": "tmpfs", "device": "tmpfs", "o": "size=100m"}}, None),
+    ({"Driver": "local", "Options": {"type": "nfs", "o": "addr=10.0.0.1,rw", "device": ":/export"}}, None),
+    ({"Driver": "rexray/ebs", "Options": {"o": "bind", "device": "/srv/app"}}, None),  # not the local driver's
+])
+def test_a_volume_that_binds_a_host_directory_is_recognised(attrs: dict[str, object], host_dir: str | None) -> None:
+    found = repair.bound_host_dirs({"app_cache": attrs})
+    assert found == ({"app_cache": host_dir} if host_dir else {})
+
+
 def test_output_is_relayed_in_whole_lines_as_it_arrives() -> None:
     out = io.StringIO()
     repair.relay([b"volinit: /repair/a: ow", b"ner 1000:1000\nvolinit: err", b"or: x\n", b"tail"], out)
@@ -281,6 +294,44 @@ def test_volume_in_use_is_refused_unless_forced(vols: Volumes, run_repair: Calla
     assert f"volume {vol} is in use by {service}; repairing anyway" in res.err
     assert set(vols.owners(vol).values()) == {"1000:1000"}
     assert set(vols.owners(other).values()) == {"1000:1000"}
+
+
+@pytest.mark.docker
+def test_a_volume_bound_to_a_host_directory_is_refused_unless_forced(
+        vols: Volumes, run_repair: Callable[..., Result], tmp_path: Path) -> None:
+    # `docker volume create -o type=none -o o=bind -o device=DIR`: the volume is DIR itself,
+    # and a repair chowned the host's files
+    host = tmp_path / "srv-app"
+    (host / "conf").mkdir(parents=True)
+    (host / "conf/app.ini").write_text("[app]\n")
+    (host / "secret.key").write_text("key\n")
+    os.chmod(host / "secret.key", 0o600)
+    os.chown(host / "conf", 2000, 2000)
+    os.chown(host / "conf/app.ini", 2000, 2000)
+    before = host_owners(host)
+    vol = f"volinit-test-{uuid.uuid4().hex[:10]}"
+    docker("volume", "create", "--driver", "local", "-o", "type=none", "-o", "o=bind", "-o", f"device={host}", vol)
+    vols.made.append(vol)
+    other = vols.new()
+
+    res = run_repair(other, vol, "--owner", "1000:1000")
+    assert res.code == 1
+    assert one_error_line(res.err) == (
+        f"volinit: error: volume {vol} is a bind mount of the host directory {host}, whose owners repair would "
+        f"change: nothing was changed (check that {host} holds only this service's data, or pass --force to "
+        "repair anyway)")
+    assert host_owners(host) == before
+    assert set(vols.owners(other).values()) == {"0:0"}  # refused before the first change
+    assert leftovers(vol) == [] and leftovers(other) == []
+
+    res = run_repair(vol, "--owner", "1000:1000", "--force")
+    assert res.code == 0, res.err
+    assert f"warning: volume {vol} is the host directory {host}; changing owners there anyway (--force)" in res.err
+    assert set(host_owners(host).values()) == {(1000, 1000)}
+
+
+def host_owners(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.lstat().st_uid, p.lstat().st_gid) for p in [root, *root.rglob("*")]}
 
 
 @pytest.mark.docker

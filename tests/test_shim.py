@@ -13,7 +13,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ def run_shim(
     uid: int | None = None,
     gid: int | None = None,
     namespace_setup: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the shim with CMD `args` in a clean environment.
 
@@ -81,7 +84,7 @@ def run_shim(
         argv = ["unshare", "-m", "-p", "-f", "--propagation", "private",
                 "/bin/sh", "-c", f'set -e\n(PATH={SYSTEM_PATH}\n{namespace_setup}\n)\nexec "$@"', "sh", *argv]
     full_env = {"PATH": shell.path, "LC_ALL": "C", **(env or {})}
-    return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def tree(root: Path) -> list[tuple[str, int, int, int]]:
@@ -314,6 +317,133 @@ def test_read_only_mount_fails_even_for_root(shell: Shell, work: Path, namespace
                 f"or point {variable} at a dir on one") in line
 
 
+# --- as root (the gosu pattern) --------------------------------------------------------
+
+# Swaps pairs of names atomically (renameat2 RENAME_EXCHANGE) as fast as it can: the user
+# who owns a volume turning a dir in it into a symlink and back, hoping root follows it.
+FLIPPER = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+print("flipping", flush=True)
+while True:
+    libc.renameat2(-100, a, -100, b, 2)
+"""
+
+
+def user_volume(work: Path) -> tuple[Path, Path]:
+    """A volume uid 1000 owns, and a root-owned dir outside it (standing in for /etc/cron.weekly)."""
+    volume, outside = work / "volume", work / "outside"
+    volume.mkdir()
+    os.chown(volume, 1000, 1000)
+    outside.mkdir(mode=0o755)
+    age(outside, DAY)  # so that a file made and removed in it shows in its mtime
+    return volume, outside
+
+
+@pytest.mark.parametrize("variable, rel", [("TMPDIR", ".tmp/x"), ("XDG_CACHE_HOME", ".tmp")])
+def test_as_root_a_planted_symlink_is_never_followed(shell: Shell, work: Path, variable: str, rel: str) -> None:
+    # A root entrypoint that drops privileges after the shim: `mkdir -p` followed uid 1000's
+    # `.tmp -> /etc/cron.weekly` and made /etc/cron.weekly/x, and the probe wrote in there.
+    volume, outside = user_volume(work)
+    (volume / ".tmp").symlink_to(outside)
+    os.chown(volume / ".tmp", 1000, 1000, follow_symlinks=False)
+    mtime = outside.stat().st_mtime_ns
+    result = run_shim(shell, ["echo", "service ran"], {variable: str(volume / rel)})
+    line = assert_one_error_line(result)
+    assert line == (f"volinit-entrypoint: error: {variable}={volume}/{rel}: will not follow {volume}/.tmp as uid:gid "
+                    f"0:0 (it is a symlink, and the shim follows none as root); {volume} is owned by 1000:1000, mode "
+                    f"drwxr-xr-x (point {variable} at the real path, or run volinit-entrypoint as the service's user)")
+    assert list(outside.iterdir()) == []
+    assert outside.stat().st_mtime_ns == mtime, "something was made and removed in the symlink's target"
+
+
+def test_as_root_nothing_is_created_in_a_dir_another_uid_owns(shell: Shell, work: Path) -> None:
+    # root's .tmp in uid 1000's volume would be unwritable by the service it starts
+    volume, _ = user_volume(work)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": str(volume / ".tmp/sub")})
+    line = assert_one_error_line(result)
+    assert line == (f"volinit-entrypoint: error: TMPDIR={volume}/.tmp/sub: will not create {volume}/.tmp as uid:gid "
+                    f"0:0 in a dir another uid owns; {volume} is owned by 1000:1000, mode drwxr-xr-x (run "
+                    "volinit-entrypoint as the service's user, e.g. gosu USER volinit-entrypoint CMD, or let the "
+                    "volinit init service create it)")
+    assert list(volume.iterdir()) == []
+
+
+def test_as_root_dirs_another_uid_made_are_used_and_the_service_starts_where_the_shim_did(
+        shell: Shell, work: Path) -> None:
+    # the init service made .tmp for uid 1000; the root shim only checks it and moves on
+    volume, _ = user_volume(work)
+    (volume / ".tmp").mkdir()
+    os.chown(volume / ".tmp", 1000, 1000)
+    (work / "app").mkdir()
+    (work / "new").mkdir()
+    env = {"TMPDIR": str(volume / ".tmp"), "VOLINIT_DIRS": f"{work}/new/a {work}/new//b/"}
+    command = 'echo "$PWD ${OLDPWD-unset}"; pwd -P; [ -e /proc/$$/fd/9 ] && echo fd 9 leaked || :'
+    result = run_shim(shell, ["sh", "-c", command], env, cwd=work / "app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{work}/app unset", f"{work}/app"]
+    assert list((volume / ".tmp").iterdir()) == []
+    assert sorted(p.name for p in (work / "new").iterdir()) == ["a", "b"]
+
+
+def test_as_root_an_inherited_fd_9_reaches_the_service(shell: Shell, work: Path) -> None:
+    # the walk keeps fd 9 on the dir it left; a service handed fds (socket activation) keeps its own
+    (work / "passed").write_text("mine\n")
+    env = {"TMPDIR": str(work / "tmp"), "PASSED": str(work / "passed")}
+    argv = ["/bin/sh", "-c", 'exec 9<"$PASSED"; exec "$@"', "sh", *shell.argv, str(SHIM), "sh", "-c", "cat <&9"]
+    result = subprocess.run(argv, env={"PATH": shell.path, "LC_ALL": "C", **env}, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "mine\n", "")
+    assert (work / "tmp").is_dir() and list((work / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["{work}/new/../x", "{work}/./x", "new/x"])
+def test_as_root_a_dir_that_is_not_a_clean_absolute_path_is_refused(shell: Shell, work: Path, value: str) -> None:
+    (work / "new").mkdir()
+    value = value.format(work=work)
+    result = run_shim(shell, ["echo", "service ran"], {"HF_HOME": value}, cwd=work)
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: HF_HOME={value}: not a clean absolute path, which the shim needs to create dirs "
+        "safely as root (set HF_HOME to the dir's absolute path, without . or .. components)"]
+    assert sorted(p.name for p in work.iterdir()) == ["new"] and list((work / "new").iterdir()) == []
+
+
+def test_as_root_a_dir_swapped_for_a_symlink_mid_walk_never_leads_outside(shell: Shell, work: Path) -> None:
+    # uid 1000 swaps a root-owned dir of its volume with a symlink to outside, again and
+    # again, while the root shim makes a new dir below that name on every start
+    volume, outside = user_volume(work)
+    (volume / "sw").mkdir()
+    (volume / "link").symlink_to(outside)
+    flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(volume / "sw"), str(volume / "link")],
+                               stdout=subprocess.PIPE, text=True)
+    outcomes: dict[str, int] = {}
+    runs = 0
+    try:
+        assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+        # the window between the -L test and the cd is microseconds wide: run until it was
+        # hit a few times
+        deadline = time.monotonic() + 60
+        while runs < 200 or (outcomes.get("mid-walk", 0) < 3 and time.monotonic() < deadline):
+            result = run_shim(shell, ["true"], {"TMPDIR": f"{volume}/sw/new{runs}"})
+            if result.returncode == 0:
+                outcome = "made"
+            else:
+                assert result.returncode == 73, result.stderr
+                outcome = "mid-walk" if "it became a symlink while the shim walked it" in result.stderr else "refused"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            runs += 1
+            assert list(outside.iterdir()) == [], f"run {runs} made a dir outside: {result.stderr}"
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert outcomes.get("made", 0) > 0 and outcomes.get("refused", 0) > 0, outcomes
+    assert outcomes.get("mid-walk", 0) > 0, f"the race never hit its window in {runs} runs: {outcomes}"
+    real = volume / "sw" if (volume / "sw").is_dir() and not (volume / "sw").is_symlink() else volume / "link"
+    assert len([p for p in real.iterdir() if p.name.startswith("new")]) == outcomes["made"]
+
+
 # --- pruning ---------------------------------------------------------------------------
 
 
@@ -396,6 +526,63 @@ def test_bad_prune_duration_is_a_usage_error_and_touches_nothing(shell: Shell, w
     assert not (work / "tmp").exists()
 
 
+@pytest.mark.parametrize("zero", ["0s", "0m", "0h0m", "000d"])
+def test_a_zero_prune_age_is_refused_and_fresh_files_stay(shell: Shell, work: Path, zero: str) -> None:
+    # the spec refuses a zero age; the shim took 0s as "everything": a 2-second-old file went
+    tmp = work / "tmp"
+    tmp.mkdir()
+    (tmp / "job.part").write_text("in use")
+    age(tmp / "job.part", 2)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": str(tmp), "VOLINIT_PRUNE": zero})
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: VOLINIT_PRUNE={zero}: a zero age would prune everything in TMPDIR, "
+        "however new (give a positive age, e.g. 24h)"]
+    assert (tmp / "job.part").read_text() == "in use"
+
+
+@pytest.mark.parametrize(("tmpdir", "why"), [
+    ("{cache}/.tmp/..", "has a . or .. component"),  # pruned the whole volume
+    ("{cache}/./.tmp", "has a . or .. component"),
+    ("{cache}/.tmp/../../cache/.tmp", "has a . or .. component"),
+    ("app/cache/.tmp", "is relative"),  # from the service's working dir, whatever that is
+])
+def test_prune_refuses_a_tmpdir_that_is_not_a_clean_absolute_path(shell: Shell, work: Path, tmpdir: str,
+                                                                   why: str) -> None:
+    cache = work / "app/cache"
+    (cache / ".tmp").mkdir(parents=True)
+    (cache / "models").mkdir()
+    (cache / "models/model.bin").write_text("weights")
+    (cache / ".tmp/old.part").write_text("")
+    for path in (cache / "models/model.bin", cache / "models", cache / ".tmp/old.part"):
+        age(path, 3 * DAY)
+    before = tree(work)
+    value = tmpdir.format(cache=cache)
+    result = run_shim(shell, ["echo", "service ran"], {"TMPDIR": value, "VOLINIT_PRUNE": "1d"}, cwd=work)
+    assert (result.returncode, result.stdout) == (64, "")
+    assert result.stderr.splitlines() == [
+        f"volinit-entrypoint: error: TMPDIR={value}: {why}, and VOLINIT_PRUNE prunes only a clean absolute path "
+        "(set TMPDIR to the dir's own absolute path, e.g. /app/cache/.tmp)"]
+    assert tree(work) == before  # nothing pruned, nothing created
+
+
+def test_prune_refuses_the_root_dir_before_find_runs(shell: Shell, work: Path) -> None:
+    # A stand-in find records being run: were the refusal to regress, the real one would
+    # prune this machine.
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "find").write_text(f'#!/bin/sh\ntouch "{work}/find-ran"\n')
+    (bin_dir / "find").chmod(0o755)
+    for root in ("/", "//"):
+        result = run_shim(shell, ["echo", "service ran"],
+                          {"TMPDIR": root, "VOLINIT_PRUNE": "1d", "PATH": f"{bin_dir}:{shell.path}"})
+        assert (result.returncode, result.stdout) == (64, "")
+        assert result.stderr.splitlines() == [
+            f"volinit-entrypoint: error: TMPDIR={root}: is the root dir, and VOLINIT_PRUNE would prune the whole "
+            "filesystem (set TMPDIR to a dir of its own, e.g. /app/cache/.tmp)"]
+        assert not (work / "find-ran").exists()
+
+
 def test_prune_without_tmpdir_is_a_usage_error(shell: Shell) -> None:
     result = run_shim(shell, ["true"], {"VOLINIT_PRUNE": "1d"})
     assert result.returncode == 64
@@ -414,6 +601,44 @@ def test_prune_leftovers_warn_but_the_service_starts(shell: Shell, work: Path) -
     assert result.stdout == "service ran\n"
     assert "roots.txt" in result.stderr
     assert (tmp / "roots.txt").exists()
+
+
+
+
+
+# --- in the image ----------------------------------------------------------------------
+
+
+def docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.docker
+def test_in_the_image_a_root_entrypoint_creates_nothing_through_the_volume_users_symlink(volinit_image: str) -> None:
+    # The gosu pattern in a real container: the shim runs as root before dropping to uid
+    # 1000, whose volume holds `.tmp -> /etc`; `mkdir -p` made /etc/cron.weekly as root.
+    tag = uuid.uuid4().hex[:10]
+    volume, container = f"volinit-test-shim-{tag}", f"volinit-test-shim-{tag}"
+    try:
+        assert docker("volume", "create", volume).returncode == 0
+        for user, script in (("0:0", "chown 1000:1000 /v"), ("1000:1000", "ln -s /etc /v/.tmp")):
+            setup = docker("run", "--rm", "--user", user, "-v", f"{volume}:/v", "--entrypoint", "sh",
+                           volinit_image, "-c", script)
+            assert setup.returncode == 0, setup.stderr
+        run = docker("run", "--name", container, "--user", "0:0", "--network", "none",
+                     "-v", f"{volume}:/app/cache", "-e", "TMPDIR=/app/cache/.tmp/cron.weekly",
+                     "--entrypoint", "/usr/local/bin/volinit-entrypoint", volinit_image, "echo", "service ran")
+        assert (run.returncode, run.stdout) == (73, ""), run.stderr
+        assert run.stderr.splitlines() == [
+            "volinit-entrypoint: error: TMPDIR=/app/cache/.tmp/cron.weekly: will not follow /app/cache/.tmp as "
+            "uid:gid 0:0 (it is a symlink, and the shim follows none as root); /app/cache is owned by 1000:1000, "
+            "mode drwxr-xr-x (point TMPDIR at the real path, or run volinit-entrypoint as the service's user)"]
+        changed = docker("diff", container)
+        assert changed.returncode == 0, changed.stderr
+        assert [line for line in changed.stdout.splitlines() if "/etc" in line] == []
+    finally:
+        docker("rm", "-f", container)
+        docker("volume", "rm", "-f", volume)
 
 
 # --- lint ------------------------------------------------------------------------------

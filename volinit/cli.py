@@ -284,12 +284,14 @@ def repair_cmd(
                                         help="Prune each --dir of entries older than DUR."),
     image: Optional[str] = typer.Option(None, "--image", metavar="IMAGE",
                                         help="volinit image [default: $VOLINIT_IMAGE, else volinit:latest]."),
-    force: bool = typer.Option(False, "--force", help="Repair even while running containers use a volume."),
+    force: bool = typer.Option(False, "--force", help="Repair even while running containers use a volume, or "
+                               "when a volume is a bind mount of a host directory."),
 ) -> None:
     """From the host, fix old volumes with the volinit image (chown: always).
 
     Needs the Docker SDK: pip install 'volinit[docker]'. Refuses while a running
-    container has a volume mounted (it names them) unless --force.
+    container has a volume mounted (it names them), or when a volume is a bind mount
+    of a host directory (local driver, o=bind: it names the directory), unless --force.
 
     \b
     Example:

@@ -7,7 +7,9 @@ chowned by hand stays broken below it. Repair runs the same image with `chown: a
 This is the only module that imports `docker`, and only inside functions: the init
 container never needs the SDK, and the core install does not ship it. Everything is
 checked (flags, daemon, image, every volume, running users of every volume) before the
-first container starts, so a refusal changes nothing.
+first container starts, so a refusal changes nothing. A named volume can be a bind mount of
+a host directory (the local driver's `o=bind`): repair names that directory and refuses
+unless --force, since the chown would land on the host's own files.
 """
 
 from __future__ import annotations
@@ -129,14 +131,12 @@ def run(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
     client = _connect(docker, host)
     with _docker_errors(docker, host):
         _check_image(docker, client, todo.image)
-        _check_volumes(docker, client, todo.jobs)
+        host_dirs = bound_host_dirs(_check_volumes(docker, client, todo.jobs))
         users = _running_users(client, todo.jobs)
-        if users and not todo.force:
-            raise OperationError(
-                "; ".join(f"volume {v} is in use by running container{'s' if len(c) > 1 else ''} {', '.join(c)}"
-                          for v, c in users.items()),
-                "", "nothing was changed",
-                "stop them first with docker stop NAME or docker compose stop, or pass --force to repair anyway")
+        if (host_dirs or users) and not todo.force:
+            raise _refusal(host_dirs, users)
+        for vol, device in host_dirs.items():
+            say(f"warning: volume {vol} is the host directory {device}; changing owners there anyway (--force)")
         for vol, names in users.items():
             say(f"warning: volume {vol} is in use by {', '.join(names)}; repairing anyway (--force)")
 
@@ -225,17 +225,52 @@ def _check_image(docker: Any, client: Any, image: str) -> None:
                              f"or `docker pull {image}`; or pass --image / set {IMAGE_ENV}") from None
 
 
-def _check_volumes(docker: Any, client: Any, jobs: tuple[Job, ...]) -> None:
+def _check_volumes(docker: Any, client: Any, jobs: tuple[Job, ...]) -> dict[str, dict[str, Any]]:
+    """Each volume's `docker volume inspect` document, by name; raises if any is missing."""
+    found: dict[str, dict[str, Any]] = {}
     missing = []
     for job in jobs:
         try:
-            client.volumes.get(job.volume)
+            found[job.volume] = client.volumes.get(job.volume).attrs
         except docker.errors.NotFound:
             missing.append(job.volume)
     if missing:
         raise OperationError("volume" if len(missing) == 1 else "volumes", ", ".join(missing),
                              "not found; nothing was changed",
                              "see `docker volume ls`; compose names volumes <project>_<name>, e.g. myapp_cache")
+    return found
+
+
+def bound_host_dirs(volumes: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The host directory behind each volume that is one, by volume name.
+
+    `docker volume create --driver local -o type=none -o o=bind -o device=/srv/data` (and
+    compose's `driver_opts` of the same) makes a named volume that is a bind mount of a
+    host directory: a repair would chown the host's own files. Only the local driver says
+    so in its options; other drivers keep their data elsewhere.
+    """
+    dirs = {}
+    for name, attrs in volumes.items():
+        options = attrs.get("Options") or {}
+        mount_opts = str(options.get("o", "")).split(",")
+        if attrs.get("Driver") == "local" and ("bind" in mount_opts or "rbind" in mount_opts):
+            dirs[name] = str(options.get("device") or attrs.get("Mountpoint") or "?")
+    return dirs
+
+
+def _refusal(host_dirs: dict[str, str], users: dict[str, list[str]]) -> OperationError:
+    """One line for everything that stops a repair without --force."""
+    reasons = [f"volume {v} is a bind mount of the host directory {d}, whose owners repair would change"
+               for v, d in host_dirs.items()]
+    reasons += [f"volume {v} is in use by running container{'s' if len(c) > 1 else ''} {', '.join(c)}"
+                for v, c in users.items()]
+    fixes = []
+    if host_dirs:
+        fixes.append(f"check that {', '.join(host_dirs.values())} holds only this service's data")
+    if users:
+        fixes.append("stop them first with docker stop NAME or docker compose stop")
+    return OperationError("; ".join(reasons), "", "nothing was changed",
+                          f"{', and '.join(fixes)}, or pass --force to repair anyway")
 
 
 def _running_users(client: Any, jobs: tuple[Job, ...]) -> dict[str, list[str]]:
