@@ -98,8 +98,9 @@ def probe_binary(client: Any, image: Optional[str] = None) -> tuple[str, str]:
         raise
     finally:
         container.remove(v=True, force=True)
-    os.chmod(dest, 0o755)
-    os.chmod(tmp, 0o755)  # the service's uid must reach it through the bind mount
+    # read and run by the service's uid through the bind mount; nobody can write it
+    os.chmod(dest, 0o755)  # noqa: S103
+    os.chmod(tmp, 0o755)  # noqa: S103
     return tmp, dest
 
 
@@ -336,8 +337,7 @@ def dynamic_findings(w: Workload, res: ProbeResult, *, min_temp: int, every: boo
                              f"probed as {uid}: volume {m.source}'s root is {owner[0]}:{owner[1]} mode {mode:04o} "
                              f"and takes no file ({v.get('errno')}) (seed 003)",
                              f"gate the service on the volinit init service (`volinit fix` writes it), or "
-                             f"volinit repair {m.source} --owner "
-                             f"{w.user.uid if w.user.known else 'UID'}:{w.user.gid if w.user.gid is not None else 'GID'}",
+                             f"volinit repair {m.source} --owner {_owner(w)}",
                              "dynamic"))
 
     for p in (f for f in res.facts if f.get("fact") == "persist"):
@@ -354,6 +354,11 @@ def dynamic_findings(w: Workload, res: ProbeResult, *, min_temp: int, every: boo
         elif fstype:
             cleared.add((STATE_NOT_PERSISTENT, path))
     return found, cleared
+
+
+def _owner(w: Workload) -> str:
+    uid = w.user.uid if w.user.known else "UID"
+    return f"{uid}:{w.user.gid if w.user.gid is not None else uid}"
 
 
 def merge(static: list[Finding], dynamic: list[Finding], cleared: set[tuple[str, str, str]]) -> list[Finding]:
