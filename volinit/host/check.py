@@ -146,10 +146,10 @@ def _report(workloads: list[Workload], findings: list[Finding], notes: dict[str,
 
 
 def _table(findings: list[Finding]) -> None:
-    rows = [("RULE", "SERVICE", "PATH", "MESSAGE", "FIX")] + [
+    raw = [("RULE", "SERVICE", "PATH", "MESSAGE", "FIX")] + [
         (f.id, f.service, f.path, f"{f.message}{'' if f.source == 'static' else ' [probed]'}", f.fix)
         for f in findings]
-    rows = [tuple(one_line(c) for c in r) for r in rows]
+    rows = [[one_line(c) for c in r] for r in raw]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:3])) + f"  {r[3]}  -> {r[4]}")
