@@ -49,9 +49,10 @@ def project_env(base_image: str, volinit_image: str, name: str) -> dict[str, str
             "COMPOSE_PROJECT_NAME": f"vcheck-{name}-{uuid.uuid4().hex[:6]}"}
 
 
-def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=timeout)
+                          timeout=timeout, input=input_text)
 
 
 def remove_volumes(project: str) -> None:
