@@ -302,6 +302,30 @@ def repair_cmd(
     run(go)
 
 
+@app.command("schema", short_help="Print the spec's JSON Schema.")
+def schema_cmd() -> None:
+    """Print the JSON Schema (draft 2020-12) of the spec file, for editors and CI.
+
+    Specs written by `volinit fix` name it on their first line, so an editor with the
+    YAML language server checks them as you type. A few rules only the loader can judge
+    (a duration over 100 years, one path written twice, a name over 255 bytes): run
+    `volinit apply -f SPEC --dry-run` for the final word.
+
+    \b
+    Example:
+      volinit schema > volinit.schema.json
+      # yaml-language-server: $schema=./volinit.schema.json   (first line of a spec)
+    """
+
+    def go() -> int:
+        from volinit.spec import json_schema
+
+        sys.stdout.write(json_schema())
+        return EXIT_OK
+
+    run(go)
+
+
 def _raise_nofile_limit() -> None:
     """Lift the soft open-file limit to the hard one: the walk holds two fds per level.
 
