@@ -38,6 +38,11 @@ CACHE_DIRS = {"XDG_CACHE_HOME": ".cache", "HF_HOME": ".cache/huggingface", "TORC
 # hard-coded /tmp paths work too; /var/tmp when a tmpfs already holds /tmp.
 NEW_VOLUME_TARGETS = ("/tmp", "/var/tmp", "/volinit")
 NEW_VOLUME_PREFIX = "volinit-"
+# Docker gives an EMPTY volume the image's dir (content, owner and mode) when a container is
+# created with the volume mounted there, so a volume the init leaves empty would be handed
+# back to the image's owner (often root) on the service's first start. An empty dir inside
+# keeps the owner the init set.
+KEEP_DIR = ".volinit"
 # Roles of a volume in the plan, for writers that render them differently (an emptyDir for
 # scratch in Kubernetes, a claim for state).
 EXISTING, SCRATCH_NEW, STATE_NEW = "existing", "scratch", "state"
@@ -323,7 +328,37 @@ def _fix_temp(draft: _Draft, w: Workload) -> None:
     draft.note(w, f"TMPDIR={value}: temp files on a disk-backed volume, day-old orphans pruned")
 
 
+def _copy_up_would_reset(draft: _Draft, source: str, owner: Owner) -> bool:
+    """Whether a writer's image has a dir where the volume goes that is not already the
+    owner's (or is not known): Docker would copy it, owner and mode, into the empty volume."""
+    for w in draft.writers(source):
+        for m in draft.all_mounts(w):
+            if m.kind != VOLUME or m.source != source or m.no_copy or m.image_dir is False:
+                continue
+            if m.image_dir is None or m.image_owner is None or m.image_owner[0] != owner.uid:
+                return True
+            if m.image_mode is not None and not m.image_mode & 0o200:
+                return True
+    return False
+
+
+def _unknown_writers(draft: _Draft) -> None:
+    """A workload whose uid is unknown and that writes a named volume: volinit cannot tell
+    whether that volume needs an owner, nor which."""
+    for w in sorted(draft.workloads.values(), key=lambda w: w.name):
+        if w.init or draft.owner_of(w) is not None:
+            continue
+        for m in sorted(w.mounts, key=lambda m: m.target):
+            if m.kind == VOLUME and m.source and not m.read_only:
+                draft.refuse(w, f"volume {m.source}",
+                             f"the uid it runs as is unknown ({w.user.unknown_why or 'not read'}), "
+                             f"and it writes volume {m.source}",
+                             f"build or pull its image so volinit can read its user, or pass --owner {w.name}=UID:GID")
+                break
+
+
 def _freeze(draft: _Draft) -> FixPlan:
+    _unknown_writers(draft)
     volumes: list[VolumePlan] = []
     gated: set[str] = set()
     for source in sorted(draft.volumes):
@@ -332,7 +367,7 @@ def _freeze(draft: _Draft) -> FixPlan:
         unknown = [w for w, o in known if o is None]
         for w in unknown:
             draft.refuse(w, f"volume {source}", f"the uid it runs as is unknown ({w.user.unknown_why or 'not read'}), "
-                         f"and volinit must give volume {source} to it",
+                         f"and it writes volume {source}",
                          f"build or pull its image so volinit can read its user, or pass --owner {w.name}=UID:GID")
         owners = sorted({o for _, o in known if o is not None and o.uid != 0}, key=lambda o: (o.uid, o.gid))
         uids = sorted({o.uid for o in owners})
@@ -343,6 +378,8 @@ def _freeze(draft: _Draft) -> FixPlan:
         if unknown or len(uids) > 1:
             continue
         owner = owners[0] if owners else Owner(0, 0)
+        if not draft.volumes[source] and _copy_up_would_reset(draft, source, owner):
+            draft.add_dir(source, DirPlan(KEEP_DIR))
         volumes.append(VolumePlan(
             source=source, owner=owner, mode=draft.modes.get(source),
             dirs=tuple(sorted(draft.volumes[source].values(), key=lambda d: d.path)),
