@@ -53,26 +53,10 @@ def test_seed_003_temp_goes_to_the_cache_volume_and_both_volumes_are_owned() -> 
     assert not p.refusals
     assert [(v.source, v.owner, v.dirs, v.role) for v in p.volumes] == [
         ("ocr-cache", Owner(1000, 1000), (DirPlan(".tmp", 0o700, "24h"),), "existing"),
-        # the image's /app/models is not known: an empty dir keeps Docker's copy-up off the owner
-        ("ocr-models", Owner(1000, 1000), (DirPlan(".volinit"),), "existing"),
+        ("ocr-models", Owner(1000, 1000), (), "existing"),
     ]
     (w,) = p.workloads
     assert (w.name, w.env, w.mounts, w.gated) == ("ocr-service", (("TMPDIR", "/app/cache/.tmp"),), (), True)
-
-
-@pytest.mark.parametrize("image_dir,image_owner,image_mode,marker", [
-    (False, None, None, False),  # no dir in the image: Docker copies nothing
-    (True, (1000, 1000), 0o755, False),  # Docker would copy the right owner anyway
-    (True, (0, 0), 0o755, True),  # Docker would hand the fresh volume back to root
-    (True, (1000, 1000), 0o555, True),  # the owner's, but not writable
-    (None, None, None, True),  # not known
-])
-def test_an_owned_volume_is_left_non_empty_when_copy_up_would_reset_its_owner(
-        image_dir: bool | None, image_owner: tuple[int, int] | None, image_mode: int | None, marker: bool) -> None:
-    svc = Workload(name="svc", user=U1000, mounts=(Mount("/data", VOLUME, "data", image_dir=image_dir,
-                                                         image_owner=image_owner, image_mode=image_mode),))
-    (vol,) = plan([svc], [finding(VOLUME_NOT_OWNED, "svc", "/data")]).volumes
-    assert vol.dirs == ((DirPlan(".volinit"),) if marker else ())
 
 
 def test_seed_000_read_only_service_with_no_volume_gets_its_own_volume_at_tmp() -> None:

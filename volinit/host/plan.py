@@ -38,11 +38,6 @@ CACHE_DIRS = {"XDG_CACHE_HOME": ".cache", "HF_HOME": ".cache/huggingface", "TORC
 # hard-coded /tmp paths work too; /var/tmp when a tmpfs already holds /tmp.
 NEW_VOLUME_TARGETS = ("/tmp", "/var/tmp", "/volinit")
 NEW_VOLUME_PREFIX = "volinit-"
-# Docker gives an EMPTY volume the image's dir (content, owner and mode) when a container is
-# created with the volume mounted there, so a volume the init leaves empty would be handed
-# back to the image's owner (often root) on the service's first start. An empty dir inside
-# keeps the owner the init set.
-KEEP_DIR = ".volinit"
 # Roles of a volume in the plan, for writers that render them differently (an emptyDir for
 # scratch in Kubernetes, a claim for state).
 EXISTING, SCRATCH_NEW, STATE_NEW = "existing", "scratch", "state"
@@ -328,20 +323,6 @@ def _fix_temp(draft: _Draft, w: Workload) -> None:
     draft.note(w, f"TMPDIR={value}: temp files on a disk-backed volume, day-old orphans pruned")
 
 
-def _copy_up_would_reset(draft: _Draft, source: str, owner: Owner) -> bool:
-    """Whether a writer's image has a dir where the volume goes that is not already the
-    owner's (or is not known): Docker would copy it, owner and mode, into the empty volume."""
-    for w in draft.writers(source):
-        for m in draft.all_mounts(w):
-            if m.kind != VOLUME or m.source != source or m.no_copy or m.image_dir is False:
-                continue
-            if m.image_dir is None or m.image_owner is None or m.image_owner[0] != owner.uid:
-                return True
-            if m.image_mode is not None and not m.image_mode & 0o200:
-                return True
-    return False
-
-
 def _unknown_writers(draft: _Draft) -> None:
     """A workload whose uid is unknown and that writes a named volume: volinit cannot tell
     whether that volume needs an owner, nor which."""
@@ -378,8 +359,6 @@ def _freeze(draft: _Draft) -> FixPlan:
         if unknown or len(uids) > 1:
             continue
         owner = owners[0] if owners else Owner(0, 0)
-        if not draft.volumes[source] and _copy_up_would_reset(draft, source, owner):
-            draft.add_dir(source, DirPlan(KEEP_DIR))
         volumes.append(VolumePlan(
             source=source, owner=owner, mode=draft.modes.get(source),
             dirs=tuple(sorted(draft.volumes[source].values(), key=lambda d: d.path)),
