@@ -22,6 +22,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from check_support import check_images  # noqa: F401, F811 - a fixture
 from helpers import Result, volinit
 
 from volinit import spec as specmod
@@ -324,3 +325,21 @@ def test_owner_flag_settles_an_unknown_uid(tmp_path: Path) -> None:
     assert [(v.path, str(v.owner)) for v in spec.volumes] == [("/volumes/data", "1000:1000")]
     bad = _in(tmp_path, env, "fix", "--owner", "nosuch=1000")
     assert bad.code == 2 and "no such service" in bad.err
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("seed", ["seed000", "seed002", "seed003", "seed004"])
+def test_fix_on_the_check_seed_projects_makes_check_clean(seed: str, tmp_path: Path, base_image: str,
+                                                         volinit_image: str, check_images: str) -> None:  # noqa: F811
+    """check's own seed projects (their services exit at once, so no `up` here)."""
+    src = PROJECTS / "check" / seed
+    shutil.copytree(src, tmp_path / seed)
+    env = {**os.environ, "BASE_IMAGE": base_image, "VOLINIT_IMAGE": volinit_image, "VCHECK_TAG": check_images,
+           "COMPOSE_PROJECT_NAME": f"volinit-fix-{uuid.uuid4().hex[:8]}"}
+    cwd = tmp_path / seed
+    res = _in(cwd, env, "fix")
+    assert res.code == 0, res.err
+    for mode in (["--static"], []):
+        after = _in(cwd, env, "check", *mode, "-f", "compose.yaml", "-f", fix.DEFAULT_OVERRIDE)
+        assert after.code == 0, f"{seed} check {mode} after fix:\n{after.out}\n{after.err}"
+    assert (cwd / "compose.yaml").read_bytes() == (src / "compose.yaml").read_bytes()

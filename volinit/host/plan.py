@@ -246,8 +246,10 @@ def _fix_state(draft: _Draft, w: Workload, path: str) -> None:
     m = draft.mount_for(w, path)
     if m is not None and m.target.rstrip("/") == path.rstrip("/") and m.kind == VOLUME:
         return _fix_volume(draft, w, path)
-    if m is not None and not m.persistent and _under(path, m.target) and m.target != "/":
-        draft.refuse(w, path, f"{path} is on a {m.kind} mount at {m.target}, which an override cannot remove",
+    if m is not None and not m.persistent and m.target.rstrip("/") == path.rstrip("/"):
+        # a dir below a tmpfs takes a volume mounted over it (Docker mounts the deeper one
+        # second); the tmpfs's own target cannot: an override can add mounts, not remove one
+        draft.refuse(w, path, f"{path} is a {m.kind} mount, which an override cannot remove",
                      f"remove the {m.kind} at {m.target} from the service and rerun volinit fix")
         return
     source = _volume_name(w.name, path)
