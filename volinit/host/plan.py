@@ -357,7 +357,7 @@ def _freeze(draft: _Draft) -> FixPlan:
         if len(uids) > 1:
             who = ", ".join(f"{w.name} ({o})" for w, o in known if o is not None and o.uid != 0)
             draft.refuse(writers[0], f"volume {source}", f"written by services with different uids: {who}",
-                         "run them as one uid, give each its own volume, or pass --owner for each with one uid")
+                         "run them as one uid (user:), or give each its own volume")
         if unknown or len(uids) > 1:
             continue
         owner = owners[0] if owners else Owner(0, 0)
