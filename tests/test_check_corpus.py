@@ -10,11 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from check_support import (  # noqa: F401 - fixtures
+from check_support import (
     PROJECTS,
     check,
     docker,
-    leftovers_checked,
     make_volume,
     project_env,
     remove_volumes,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from check_support import REPO, check, docker, leftovers_checked, project_env, remove_volumes  # noqa: F401
+from check_support import REPO, check, docker, project_env, remove_volumes
 
 pytestmark = pytest.mark.docker
 

@@ -4,11 +4,9 @@ and by probing a throwaway copy of the service's container."""
 from __future__ import annotations
 
 import pytest
-from check_support import (  # noqa: F401 - fixtures
+from check_support import (
     PROJECTS,
     check,
-    check_images,
-    leftovers_checked,
     make_volume,
     project_env,
     remove_volumes,

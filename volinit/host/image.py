@@ -12,12 +12,16 @@ import json
 import posixpath
 import secrets
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from volinit.host.workload import PathInfo
 
-LABEL = "io.volinit.check"  # on every container check creates, so a leftover is easy to find
+LABEL = "io.volinit.check"
+# Each archive request mounts the container's filesystem in the daemon: a few at once is
+# faster than many (and stays inside the SDK's connection pool).
+_ARCHIVE_CALLS = threading.BoundedSemaphore(6)  # on every container check creates, so a leftover is easy to find
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,20 @@ class ImageFacts:
     groups: tuple[tuple[str, int, tuple[str, ...]], ...] = ()  # (name, gid, members)
     _container: Any = None
     _stats: dict[str, Optional[PathInfo]] = field(default_factory=dict)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stat(self, path: str) -> Optional[PathInfo]:
-        """The image's own entry at path (symlinks followed), None when it is not there."""
+        """The image's own entry at path (symlinks followed), None when it is not there.
+        Each path is asked once, however many services' threads want it."""
         path = posixpath.normpath(path)
-        if path not in self._stats:
-            self._stats[path] = _stat(self._container, path) if self._container is not None else None
-        return self._stats[path]
+        with self._lock:
+            lock = self._locks.setdefault(path, threading.Lock())
+        with lock:
+            if path not in self._stats:
+                with _ARCHIVE_CALLS:
+                    self._stats[path] = _stat(self._container, path) if self._container is not None else None
+            return self._stats[path]
 
     def known_stats(self) -> tuple[PathInfo, ...]:
         return tuple(i for i in self._stats.values() if i is not None)
@@ -60,23 +71,28 @@ class ImageReader:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.facts: dict[str, ImageFacts] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
 
     def get(self, ref: str, *, build_hint: bool = False) -> ImageFacts:
-        if ref in self.facts:
+        """Safe from several threads: each image is read once, by whoever asks first."""
+        with self._lock:
+            lock = self._locks.setdefault(ref, threading.Lock())
+        with lock:
+            if ref not in self.facts:
+                self.facts[ref] = self._read(ref, build_hint)
             return self.facts[ref]
+
+    def _read(self, ref: str, build_hint: bool) -> ImageFacts:
         import docker.errors
 
         try:
             img = self.client.images.get(ref)
         except (docker.errors.ImageNotFound, docker.errors.NotFound):
             how = "docker compose build" if build_hint else f"docker compose pull, or docker pull {ref}"
-            facts = ImageFacts(ref, False, f"image {ref} is not present on this engine ({how})")
-            self.facts[ref] = facts
-            return facts
+            return ImageFacts(ref, False, f"image {ref} is not present on this engine ({how})")
         except docker.errors.APIError as exc:  # e.g. a reference the engine cannot parse
-            facts = ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
-            self.facts[ref] = facts
-            return facts
+            return ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
         cfg = img.attrs.get("Config") or {}
         env = {}
         for item in cfg.get("Env") or ():
@@ -87,12 +103,14 @@ class ImageReader:
                            working_dir=cfg.get("WorkingDir") or "",
                            entrypoint=tuple(cfg.get("Entrypoint") or ()))
         # the entrypoint is never run: create only, so nothing of the image executes
-        facts._container = self.client.containers.create(
-            img.id, entrypoint=["/volinit-check-never-runs"], command=[], network_disabled=True,
-            labels={LABEL: "image-read"}, name=f"volinit-check-read-{secrets.token_hex(4)}")
+        try:
+            facts._container = self.client.containers.create(
+                img.id, entrypoint=["/volinit-check-never-runs"], command=[], network_disabled=True,
+                labels={LABEL: "image-read"}, name=f"volinit-check-read-{secrets.token_hex(4)}")
+        except docker.errors.APIError as exc:
+            return ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
         facts.passwd = tuple(_passwd(_read(facts._container, "/etc/passwd")))
         facts.groups = tuple(_groups(_read(facts._container, "/etc/group")))
-        self.facts[ref] = facts
         return facts
 
     def close(self) -> None:
