@@ -244,6 +244,9 @@ def test_fix_makes_check_clean_and_the_service_writes_as_uid_1000(project: Copy)
     uid, gid, runs_as, tempdir = probe.stdout.split()
     assert (uid, gid, runs_as) == ("1000", "1000", "1000")
     assert temp.startswith(tempdir + "/")
+    after_up = project.volinit("fix", "-f", "compose.yaml")  # the volumes exist now: same plan
+    assert after_up.code == 0 and "unchanged" in after_up.err, after_up.err
+    assert {n: (project.dir / n).read_bytes() for n in written} == written
     assert project.hash() == project.hashes  # the user's files never changed
 
 
