@@ -24,6 +24,8 @@ import pytest
 import yaml
 from check_support import check_images  # noqa: F401, F811 - a fixture
 from helpers import Result, volinit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from volinit import spec as specmod
 from volinit.errors import OperationError, UsageError
@@ -404,3 +406,20 @@ def test_an_example_without_its_volinit_parts_is_fixed_and_comes_up(example: str
         assert copy.hash() == copy.hashes
     finally:
         copy.compose("down", "-v", "--remove-orphans", "--rmi", "local")
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.text(alphabet="ab.-_ :#'\"{}[],&*!|>%@`~?\\\n\t\u00e9", min_size=1, max_size=10),
+                      min_size=1, max_size=4))
+def test_any_dir_name_the_plan_holds_reaches_the_spec_as_itself(names: list[str]) -> None:
+    rels = []
+    for name in names:
+        try:
+            rel = specmod.parse_rel_dir(name, "k")
+        except specmod.SpecError:
+            continue
+        if rel not in rels:
+            rels.append(rel)
+    plan = FixPlan(volumes=(VolumePlan("v", Owner(1000, 1000), dirs=tuple(DirPlan(r) for r in rels)),))
+    loaded = specmod.loads(fix.render_spec(plan, {"v": "v"}, "compose.volinit.yaml"))
+    assert [d.path for d in loaded.volumes[0].dirs] == rels

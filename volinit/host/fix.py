@@ -293,8 +293,12 @@ def _scalar(text: str) -> str:
     """text as a YAML scalar the spec loader reads back as that string."""
     import yaml
 
-    if _PLAIN.fullmatch(text) and not text.endswith(" ") and yaml.safe_load(text) == text:
-        return text
+    if _PLAIN.fullmatch(text) and not text.endswith(" "):
+        try:
+            if yaml.safe_load(text) == text:
+                return text
+        except yaml.YAMLError:  # "..." or "---" alone end or start a document
+            pass
     return json.dumps(text)  # a JSON string is a YAML double-quoted scalar
 
 
