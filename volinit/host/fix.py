@@ -88,8 +88,8 @@ def run(files: Sequence[str], override: Optional[str], spec_file: Optional[str],
     fix_plan = plan.plan(workloads, findings, owners)
     if fix_plan.refusals:
         for r in fix_plan.refusals:
-            error(f"cannot fix {r.service} {r.path}: {r.why} ({r.fix})")
-        error("nothing was written")
+            error(f"cannot fix service {r.service} at {r.path}: {r.why} ({r.fix})")
+        say("nothing was written")
         return EXIT_FAILED
     if fix_plan.empty:
         say("nothing to fix: the static checks find nothing in " + ", ".join(_show(p) for p in inputs))
