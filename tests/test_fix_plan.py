@@ -246,3 +246,10 @@ def test_a_tmpdir_that_climbs_out_of_its_volume_is_not_taken_for_one_on_it() -> 
     p = plan([svc], [finding(NO_TEMP_DIR, "svc", "/app/etc")])
     assert p.workloads[0].env == (("TMPDIR", "/app/cache/.tmp"),)
     assert p.volumes[0].dirs == (DirPlan(".tmp", 0o700, "24h"),)
+
+
+def test_an_init_of_the_users_own_is_not_a_writer_to_gate_or_to_count() -> None:
+    app = Workload(name="app", user=U1000, mounts=(Mount("/d", VOLUME, "v"),))
+    theirs = Workload(name="chown-once", user=User(0, 0), init=True, mounts=(Mount("/v", VOLUME, "v"),))
+    p = plan([app, theirs], [finding(VOLUME_NOT_OWNED, "app", "/d")])
+    assert p.volumes[0].writers == ("app",) and [w.name for w in p.workloads] == ["app"]

@@ -114,7 +114,6 @@ class _Draft:
         self.mounts: dict[str, dict[str, Mount]] = {}
         self.why: dict[str, list[str]] = {}
         self.refusals: list[Refusal] = []
-        self.forced_owner: dict[str, Owner] = {}  # new volumes: their one writer's owner
 
     # -- facts -------------------------------------------------------------------------------
     def owner_of(self, w: Workload) -> Optional[Owner]:
@@ -135,9 +134,11 @@ class _Draft:
         return sorted(found, key=lambda m: m.target)
 
     def writers(self, source: str) -> list[Workload]:
+        """The workloads that mount source read-write, an init of the user's own aside (it
+        runs to completion before its services, and is not one of them)."""
         return sorted((w for w in self.workloads.values()
-                       if any(m.kind == VOLUME and m.source == source and not m.read_only
-                              for m in self.all_mounts(w))), key=lambda w: w.name)
+                       if not w.init and any(m.kind == VOLUME and m.source == source and not m.read_only
+                                             for m in self.all_mounts(w))), key=lambda w: w.name)
 
     def mounted_anywhere(self, source: str) -> list[tuple[str, Mount]]:
         return [(w.name, m) for w in self.workloads.values() for m in w.mounts
