@@ -27,7 +27,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # bundle from Debian's list alone: the certificates the base trusted (a TLS-intercepting
 # proxy's, which an air-gapped base adds for pip) are appended again. binutils: strip, for
 # the wheels' extension modules.
-# hadolint ignore=DL3005,SC1091
+# hadolint ignore=DL3005,DL3008,SC1091
 RUN . /etc/os-release \
     && if ! grep -rqs -- "${VERSION_CODENAME}-security" /etc/apt/sources.list /etc/apt/sources.list.d/; then \
          printf 'deb http://deb.debian.org/debian %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
@@ -90,6 +90,7 @@ ENV PATH=/usr/local/bin:/usr/bin:/bin \
 # needs CAP_CHOWN, which only root holds. Run it with cap_drop: [ALL] and
 # cap_add: [CHOWN, FOWNER, DAC_OVERRIDE] so root holds nothing else. Numeric, so admission
 # policies that read the image's user (runAsNonRoot) see plainly that this one is root.
+# hadolint ignore=DL3002
 USER 0:0
 ENTRYPOINT ["volinit"]
 CMD ["apply"]
