@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, tools in rows.items():
             new, old = tools["new"].median, tools["old"].median
             assert new is not None and old is not None
-            result["times"][key] = {"new_s": new, "old_s": old, "ratio": new / old}
+            result["times"][key] = {"new_s": new, "old_s": old, "ratio": new / old,
+                                    "new_samples_s": [round(x.seconds, 4) for x in tools["new"].samples],
+                                    "old_samples_s": [round(x.seconds, 4) for x in tools["old"].samples]}
     finally:
         shutil.rmtree(volume, ignore_errors=True)
 
