@@ -57,16 +57,17 @@ COPY entrypoint/volinit-entrypoint /usr/local/bin/volinit-entrypoint
 COPY image/minimal.py image/
 RUN chmod 0755 /usr/local/bin/volinit-entrypoint \
     && python3 image/minimal.py trace --manifest /src/manifest.json \
-    && python3 image/minimal.py assemble --manifest /src/manifest.json --root /rootfs \
+    && python3 image/minimal.py assemble --manifest /src/manifest.json --root /rootfs --smoke-dir /smoke \
          --copy /usr/local/bin/volinit /usr/local/bin/volinit-entrypoint
 
-# Fail the build, not the first `compose up`: every command, as root and as nobody,
-# chrooted into the tree, must behave as it did with the full install, and the label must
-# say the version the code says.
-FROM build AS smoke
+# Fail the build, not the first `compose up`: in a stage that is the image's tree and
+# nothing else, every command, as root and as nobody, must behave as it did with the full
+# install, and the label must say the version the code says. Exec form: there is no shell.
+FROM scratch AS smoke
+COPY --from=build /rootfs/ /
+COPY --from=build /smoke/ /smoke/
 ARG VERSION=0.1.0
-RUN python3 image/minimal.py smoke --manifest /src/manifest.json --root /rootfs \
-    && test "$(chroot /rootfs volinit --version)" = "volinit ${VERSION}"
+RUN ["/opt/volinit/bin/python", "/smoke/minimal.py", "smoke", "--manifest", "/smoke/manifest.json"]
 
 # More stages whose output ships (a static helper binary, say) go here, each adding one
 # COPY --from line below.
@@ -81,7 +82,8 @@ LABEL org.opencontainers.image.title="volinit" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
-COPY --from=smoke /rootfs/ /
+# the tree the smoke stage ran every command in (its driver removed itself)
+COPY --from=smoke / /
 # read_only: true is the normal way to run this image: nothing may try to write bytecode.
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -13,9 +13,13 @@ against the venv where volinit is installed:
             resolves for it and for every mapped .so (with each symlink on the way, so
             /lib64 and merged /usr keep working on any architecture), each module as
             bytecode only, the venv's pyvenv.cfg, an ld.so.cache for ROOT.
-  smoke     run the same scenarios chrooted into ROOT, as root and as nobody, and fail
-            unless every exit code and output matches the full install's, no run printed
-            a traceback and no run changed a file of ROOT.
+  smoke     in a stage whose root is that tree (FROM scratch, so the runtime mounts /proc
+            as for any container), run the same scenarios as root and as nobody, and fail
+            unless every exit code and output matches the full install's, every traced
+            module is there, no run printed a traceback and no run changed a file. It runs
+            on the tree's own interpreter and stdlib: it imports only modules volinit's
+            runs load (json, re, shutil, subprocess, pathlib), so a tree without them
+            fails here too.
 
 Nothing here names an architecture or a Python version: paths come from the interpreter
 (sysconfig, sys.prefix), from ldd and from the kernel's maps.
@@ -23,18 +27,15 @@ Nothing here names an architecture or a Python version: paths come from the inte
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import os
-import py_compile
 import re
 import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 # Where every scenario's volumes and specs live, the same path inside the chroot and out.
 WORK = "/tmp/volinit-smoke"
@@ -167,30 +168,26 @@ def normalized(text: str) -> str:
     return NUMBER.sub("N", text)
 
 
-def run_all(root: str, volinit: str, commands: list[str], env_extra: dict[str, str]) -> dict[str, dict]:
-    work = Path(root + WORK) if root != "/" else Path(WORK)
+def run_all(volinit: str, commands: list[str], env_extra: dict[str, str]) -> dict[str, dict]:
+    """Every scenario, from a fresh WORK, as its user; each run's exit code and output."""
+    work = Path(WORK)
     prepare(work)
-    proc_dir = Path(root, "proc/self")
-    if root != "/":
-        # doctor reads the mount table; a build cannot mount /proc into the chroot, so the
-        # chroot gets a copy of the one the traced runs read (removed again below)
-        proc_dir.mkdir(parents=True)
-        shutil.copyfile("/proc/self/mountinfo", proc_dir / "mountinfo")
     results = {}
-    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     for name, user, argv, env in scenarios(commands):
         key = f"{name}@{user}"
+        uid, gid = (int(x) for x in user.split(":"))
+        # nothing of this process's environment: PYTHONPATH must not reach the runs
         full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "COLUMNS": "80", **env_extra, **env}
-        proc = subprocess.run([chroot, f"--userspec={user}", root, volinit, *argv], env=full_env,
+        proc = subprocess.run([volinit, *argv], env=full_env, user=uid, group=gid, extra_groups=[],
                               capture_output=True, text=True, errors="replace", timeout=300, cwd="/")
         results[key] = {"code": proc.returncode, "out": proc.stdout, "err": proc.stderr}
     shutil.rmtree(work)
-    if root != "/":
-        shutil.rmtree(proc_dir.parent)
     return results
 
 
-def trace(args: argparse.Namespace) -> int:
+def trace(args: Any) -> int:
+    import tempfile
+
     python = args.python
     info = json.loads(subprocess.run([python, "-c", (
         "import json, sys, sysconfig; print(json.dumps({'executable': sys.executable, 'prefix': sys.prefix, "
@@ -206,7 +203,7 @@ def trace(args: argparse.Namespace) -> int:
         os.chmod(hook_dir, 0o755)  # noqa: S103
         os.chmod(trace_dir, 0o1777)  # noqa: S103
         env = {"PYTHONPATH": hook_dir, "VOLINIT_TRACE_DIR": trace_dir}
-        results = run_all("/", args.volinit, commands, env)
+        results = run_all(args.volinit, commands, env)
         for key, res in results.items():
             if "Traceback" in res["err"]:
                 print(f"minimal: error: scenario {key} crashed with the full install:\n{res['err']}", file=sys.stderr)
@@ -247,6 +244,7 @@ def read_traces(trace_dir: str) -> dict[str, list]:
 
 def lazy_imports(modules: list[list[str]]) -> set[str]:
     """Every module named by an import statement anywhere in the volinit modules that ran."""
+    import ast
     names: set[str] = set()
     for name, file, _ in modules:
         if not (name == "volinit" or name.startswith("volinit.")) or not file.endswith(".py"):
@@ -335,7 +333,9 @@ def module_source(name: str, file: str, origin: str, python: str) -> str:
     return origin
 
 
-def assemble(args: argparse.Namespace) -> int:
+def assemble(args: Any) -> int:
+    import py_compile
+
     manifest = json.loads(Path(args.manifest).read_text())
     info = manifest["info"]
     root = Path(args.root)
@@ -402,27 +402,37 @@ def assemble(args: argparse.Namespace) -> int:
     (root / "etc" / "ld.so.conf").write_text("".join(d + "\n" for d in lib_dirs))
     subprocess.run(["ldconfig", "-r", str(root)], check=True)
     (root / "etc" / "ld.so.conf").unlink()
+    # the smoke stage's driver and what it compares with, beside the tree (not in it)
+    smoke_dir = Path(args.smoke_dir)
+    smoke_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(__file__, smoke_dir / "minimal.py")
+    shutil.copyfile(args.manifest, smoke_dir / "manifest.json")
     print(f"minimal: {root} holds {sum(len(f) for _, _, f in os.walk(root))} files", file=sys.stderr)
     return 0
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int, float]]:
+# what the container runtime mounts or the smoke run itself uses, not the image's files
+NOT_THE_TREE = ("/proc", "/sys", "/dev", "/tmp", "/smoke", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+def snapshot() -> dict[str, tuple[int, int, int, float]]:
     found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk("/"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in NOT_THE_TREE]
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
-            if p == str(root / "tmp") or p.startswith(str(root) + WORK) or p.startswith(str(root / "proc")):
-                continue
-            st = os.lstat(p)
-            found[p] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime)
+            if p not in NOT_THE_TREE:
+                st = os.lstat(p)
+                found[p] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime)
     return found
 
 
-def smoke(args: argparse.Namespace) -> int:
+def smoke(args: Any) -> int:
+    """In a build stage whose root is the tree (the container runtime mounts /proc, which
+    volinit needs), run every scenario and compare with the full install's results."""
     manifest = json.loads(Path(args.manifest).read_text())
-    root = Path(args.root)
-    before = snapshot(root)
-    results = run_all(str(root), args.volinit, manifest["commands"], {})
+    before = snapshot()
+    results = run_all(args.volinit, manifest["commands"], {})
     failed = []
     for key, want in manifest["results"].items():
         got = results[key]
@@ -437,36 +447,65 @@ def smoke(args: argparse.Namespace) -> int:
     for name, file, _ in manifest["modules"]:
         if file.endswith((".py", ".so")):
             want = file[:-3] + ".pyc" if file.endswith(".py") else file
-            if not os.path.exists(str(root) + want):
+            if not os.path.exists(want):
                 failed.append(f"module {name}")
                 print(f"minimal: smoke: {name} ({want}) is not in the tree", file=sys.stderr)
-    changed = sorted(set(before.items()) ^ set(snapshot(root).items()))
+    changed = sorted(set(before.items()) ^ set(snapshot().items()))
     if changed:
         failed.append("read-only")
         print(f"minimal: smoke: runs changed the image's files: {[p for p, _ in changed][:10]}", file=sys.stderr)
+    version = os.environ.get("VERSION")
+    if version and results["version@0:0"]["out"].strip() != f"volinit {version}":
+        failed.append("version")
+        print(f"minimal: smoke: the image is labelled {version}, volinit says {results['version@0:0']['out']!r}",
+              file=sys.stderr)
     if failed:
-        print(f"minimal: error: the tree is not enough: {', '.join(failed)} "
-              f"(differ from the full install; a module or library they need is missing from the tree)",
+        print(f"minimal: error: the image failed its smoke test: {', '.join(failed)} (each is told above; "
+              f"a run that differs from the full install needs a module or library the tree lacks)",
               file=sys.stderr)
         return 1
     print(f"minimal: smoke: {len(results)} runs as root and as nobody behave as with the full install",
           file=sys.stderr)
+    # the stage's root is what the image ships (COPY --from=smoke / /): the driver leaves it
+    shutil.rmtree(args.smoke_dir)
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="step", required=True)
-    for step in ("trace", "assemble", "smoke"):
-        p = sub.add_parser(step)
-        p.add_argument("--manifest", required=True)
-        p.add_argument("--python", default="/opt/volinit/bin/python")
-        p.add_argument("--volinit", default="/usr/local/bin/volinit")
-        p.add_argument("--root", default="/rootfs")
-        p.add_argument("--copy", nargs="*", default=[], help="more paths to copy as they are (assemble)")
-    args = parser.parse_args()
-    return {"trace": trace, "assemble": assemble, "smoke": smoke}[args.step](args)
+class Args:
+    manifest = ""
+    python = "/opt/volinit/bin/python"
+    volinit = "/usr/local/bin/volinit"
+    root = "/rootfs"
+    smoke_dir = "/smoke"
+    copy: list[str] = []
+
+
+USAGE = ("usage: minimal.py trace|assemble|smoke --manifest FILE [--python PY] [--volinit PATH] "
+         "[--root DIR] [--smoke-dir DIR] [--copy PATH...]")
+
+
+def main(argv: list[str]) -> int:
+    # by hand, not argparse: the smoke step runs on the image's own interpreter and stdlib
+    if not argv or argv[0] not in ("trace", "assemble", "smoke"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    args = Args()
+    args.copy = []
+    key = None
+    for word in argv[1:]:
+        if word.startswith("--"):
+            key = word[2:].replace("-", "_")
+            if not hasattr(Args, key):
+                print(f"minimal: error: unknown option {word}\n{USAGE}", file=sys.stderr)
+                return 2
+        elif key == "copy":
+            args.copy.append(word)
+        elif key:
+            setattr(args, key, word)
+            key = None
+    step = {"trace": trace, "assemble": assemble, "smoke": smoke}[argv[0]]
+    return step(args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
