@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Where every scenario's volumes and specs live, the same path inside the chroot and out.
+# Where every scenario's volumes and specs live, in the builder and in the smoke stage.
 WORK = "/tmp/volinit-smoke"
 NOBODY = "65534:65534"
 
