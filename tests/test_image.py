@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import subprocess
 import tarfile
 import time
@@ -413,7 +414,9 @@ def test_the_build_fails_when_the_tree_misses_what_a_command_needs(volinit_image
             broken = f"FROM {tag} AS build\nRUN rm {removed}\n" + smoke_stage
             run = subprocess.run(["docker", "build", "-q", "-"], input=broken, capture_output=True, text=True)
             assert run.returncode != 0, run.stdout
-            errors = [line for line in run.stderr.splitlines() if line.startswith("minimal: error: ")]
+            # the classic builder colours a step's stderr
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stderr)
+            errors = [line.strip() for line in plain.splitlines() if line.strip().startswith("minimal: error: ")]
             assert errors and errors[0].startswith("minimal: error: the image failed its smoke test: "), run.stderr
             for scenario in named:
                 assert scenario in errors[0], errors[0]
