@@ -82,7 +82,9 @@ LABEL org.opencontainers.image.title="volinit" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
-# the tree the smoke stage ran every command in (its driver removed itself)
+# the tree the smoke stage ran every command in (its driver removed itself): that stage's
+# whole filesystem is the image, which is the point of it
+# hadolint ignore=DL3067
 COPY --from=smoke / /
 # read_only: true is the normal way to run this image: nothing may try to write bytecode.
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
