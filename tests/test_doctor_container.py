@@ -19,15 +19,16 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def site_packages(volinit_image: str) -> str:
-    """The image's site-packages (its Python version depends on the base image)."""
+    """The image's site-packages (its Python version depends on the base image). Asked of
+    site, which every start loads: the image holds only the stdlib modules volinit uses."""
     out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "/opt/volinit/bin/python", volinit_image,
-                          "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          "-c", "import site; print(site.getsitepackages()[0])"],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
 @pytest.fixture
-def prepared_volume(volinit_image: str) -> Iterator[str]:
+def prepared_volume(volinit_image: str, base_image: str) -> Iterator[str]:
     """A volume the init container has handed to 1000:1000, with .tmp in it."""
     name = f"volinit-doctor-{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "volume", "create", name], check=True, capture_output=True)
@@ -37,8 +38,8 @@ def prepared_volume(volinit_image: str) -> Iterator[str]:
                               capture_output=True, text=True)
         assert init.returncode == 0, init.stderr
         # what an older root container left behind in the same volume
-        old = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python3", "-v", f"{name}:/app",
-                              volinit_image, "-c", "import os; os.mkdir('/app/old', 0o755)"],
+        old = subprocess.run(["docker", "run", "--rm", "-v", f"{name}:/app",
+                              base_image, "python3", "-c", "import os; os.mkdir('/app/old', 0o755)"],
                              capture_output=True, text=True)
         assert old.returncode == 0, old.stderr
         yield name

@@ -224,8 +224,10 @@ def leftovers(volume: str) -> list[str]:
 
 
 @pytest.fixture
-def vols(volinit_image: str) -> Iterator[Volumes]:
-    made = Volumes(volinit_image)
+def vols(base_image: str) -> Iterator[Volumes]:
+    # the volumes' other users (old root containers, services, `stat` to read owners back)
+    # run the base image: the volinit image has no shell, sleep or find
+    made = Volumes(base_image)
     yield made
     made.cleanup()
 

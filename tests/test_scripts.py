@@ -22,7 +22,9 @@ FAKE_DOCKER = """#!/bin/sh
 case "$1" in
 info) [ -e "$FAKE_STATE/up" ] ;;
 compose) echo 2.99.0 ;;
-image) exit 0 ;;
+image) [ -z "${FAKE_NO_IMAGES:-}" ] ;;
+pull) exit 1 ;;
+import) mkdir -p "$FAKE_STATE/imported" && tar -x -C "$FAKE_STATE/imported" ;;
 version) echo 99.0-fake ;;
 *) echo "fake docker: unexpected: $*" >&2; exit 1 ;;
 esac
@@ -36,6 +38,22 @@ touch "$FAKE_STATE/up"
 exec sleep 300
 """
 
+# debootstrap's result as it lists its sources: the release alone
+FAKE_DEBOOTSTRAP = """#!/bin/sh
+root=$4
+mkdir -p "$root/etc/apt" "$root/etc/ssl/certs" "$root/usr/lib/python3.11" "$root/var/lib/apt/lists"
+echo "deb http://deb.debian.org/debian bookworm main" >"$root/etc/apt/sources.list"
+touch "$root/usr/lib/python3.11/EXTERNALLY-MANAGED"
+echo "$*" >"$FAKE_STATE/debootstrap.args"
+"""
+
+# records what ran in the new root, and the sources it would have read at that moment
+FAKE_CHROOT = """#!/bin/sh
+root=$1; shift
+echo "$*" >>"$FAKE_STATE/chroot.log"
+cp "$root/etc/apt/sources.list" "$FAKE_STATE/sources-at-upgrade"
+"""
+
 FAKE_SUDO = """#!/bin/sh
 exec "$@"
 """
@@ -47,7 +65,8 @@ def fake_docker(tmp_path: Path) -> Iterator[dict[str, str]]:
     state = tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
-    for name, text in (("docker", FAKE_DOCKER), ("dockerd", FAKE_DOCKERD), ("sudo", FAKE_SUDO)):
+    for name, text in (("docker", FAKE_DOCKER), ("dockerd", FAKE_DOCKERD), ("sudo", FAKE_SUDO),
+                       ("debootstrap", FAKE_DEBOOTSTRAP), ("chroot", FAKE_CHROOT)):
         path = bin_dir / name
         path.write_text(text)
         path.chmod(0o755)
@@ -99,3 +118,23 @@ def test_docker_up_says_at_once_when_the_engine_dies_at_start(fake_docker: dict[
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("docker-up: error: dockerd exited as it started"), proc.stderr
     assert "failed to start daemon: no iptables here" in last
+
+
+def test_the_local_base_gets_the_security_and_point_release_updates(fake_docker: dict[str, str]) -> None:
+    # no base image and no registry: docker-up builds one with debootstrap, whose sources
+    # list only `bookworm main`; the image copies its libraries from that base
+    state = Path(fake_docker["FAKE_STATE"])
+    (state / "up").touch()
+    env = {**fake_docker, "FAKE_NO_IMAGES": "1", "VOLINIT_LOCAL_BASE": "volinit-base:fake"}
+    proc = subprocess.run(["scripts/docker-up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "BASE_IMAGE=volinit-base:fake"
+    # the updates were listed before the upgrade ran in the new root, and stay listed
+    sources = (state / "sources-at-upgrade").read_text().splitlines()
+    assert sources == ["deb http://deb.debian.org/debian bookworm main",
+                       "deb http://deb.debian.org/debian bookworm-updates main",
+                       "deb http://deb.debian.org/debian-security bookworm-security main"]
+    assert "apt-get upgrade" in (state / "chroot.log").read_text()
+    imported = state / "imported"
+    assert (imported / "etc/apt/sources.list").read_text().splitlines() == sources
+    assert not (imported / "usr/lib/python3.11/EXTERNALLY-MANAGED").exists()

@@ -94,13 +94,28 @@ def box(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
 
 
-def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_image: str, box: Path) -> None:
+@pytest.fixture(scope="module")
+def volinit_with_shell(volinit_image: str, base_image: str) -> Iterator[str]:
+    """The image's volinit (its venv and entry points, as shipped) in its base image, for the
+    one test that plants a file in a container's tmpfs and reads owners back with stat(1):
+    the image itself has no shell. Same interpreter: the image's venv points at the base's."""
+    tag = f"volinit-sec-shell-{uuid.uuid4().hex[:8]}"
+    dockerfile = (f"FROM {base_image}\n"
+                  f"COPY --from={volinit_image} /opt/volinit /opt/volinit\n"
+                  f"COPY --from={volinit_image} /usr/local/bin/ /usr/local/bin/\n")
+    build = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    yield tag
+    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+
+
+def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_with_shell: str, box: Path) -> None:
     vol, outside = hostile_volume(box)
     spec = box / "volinit.yaml"
     spec.write_text(SPEC)
     before = owners(outside)
     run = docker_run(
-        volinit_image, "-c", HOSTILE_SCRIPT,
+        volinit_with_shell, "-c", HOSTILE_SCRIPT,
         flags=(*HARDENED, "--entrypoint", "sh",
                # Docker's usual soft limit: a walk 3000 deep holds ~6000 fds
                "--ulimit", "nofile=1024:20000",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -284,6 +283,10 @@ def _running_users(client: Any, jobs: tuple[Job, ...]) -> dict[str, list[str]]:
 
 
 def _run_job(docker: Any, client: Any, image: str, job: Job, out: TextIO) -> int:
+    # Deferred: secrets loads hashlib and OpenSSL (5 MB in the image), and `volinit repair`
+    # inside the image only needs to reach _import_docker's error.
+    import secrets
+
     # A known name, so a Ctrl-C that lands while the create request is in flight still
     # finds and removes the container it made.
     name = f"volinit-repair-{job.volume}-{secrets.token_hex(3)}"
