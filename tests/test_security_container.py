@@ -130,7 +130,7 @@ def test_a_hostile_volume_is_fixed_and_nothing_outside_it_changes(volinit_with_s
     # the skips are reported, in the JSON and in the summary line
     skipped = json.loads(report)["volumes"][0]["skipped"]
     assert skipped["by_reason"] == {"device node": 1, "hard link": 1, "another mount": 1}
-    assert "skipped 3 (1 device node, 1 hard link, 1 another mount: " in run.err
+    assert "skipped 3 (1 another mount, 1 device node, 1 hard link: " in run.err
     # the device node and the hard link stay root's; every other entry is the user's now
     left = {"null", "hardlink", "inner"}  # inner: the dir under the tmpfs, never seen
     for rel, st in entries(vol):
