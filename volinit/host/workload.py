@@ -48,10 +48,28 @@ class Mount:
     read_only: bool = False
     size: Optional[int] = None  # bytes: tmpfs size=, emptyDir sizeLimit; None when unbounded
     exists: Optional[bool] = None  # a named volume already created? None when not known
+    # Added for check: what Docker does with a fresh volume, and tmpfs options.
+    image_dir: Optional[bool] = None  # the image has a dir at target (None: image not read)
+    image_owner: Optional[tuple[int, int]] = None  # its uid:gid, copied into a fresh named volume
+    image_mode: Optional[int] = None  # its permission bits
+    no_copy: bool = False  # volume nocopy: Docker copies nothing from the image, the root stays 0:0
+    mode: Optional[int] = None  # tmpfs mode= (Docker's default is 1777)
+    owner: Optional[tuple[int, int]] = None  # tmpfs uid=/gid= (Docker's default is 0:0)
 
     @property
     def persistent(self) -> bool:
         return self.kind in PERSISTENT_KINDS
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """One path as the image ships it (stat of the image's filesystem, before any mount)."""
+
+    path: str
+    uid: int
+    gid: int
+    mode: int  # permission bits only
+    is_dir: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,11 +90,26 @@ class Workload:
     image_volumes: tuple[str, ...] = ()  # paths the image declares as VOLUME
     persist: tuple[str, ...] = ()  # paths whose data must outlive the container (x-volinit, --persist)
     source_file: str = ""  # where it was read from, for messages
+    # Added for check:
+    groups: tuple[int, ...] = ()  # supplementary gids (the image's /etc/group, group_add)
+    home_source: str = ""  # "environment", "image ENV", "passwd" or "default" (Docker's HOME=/)
+    image_present: Optional[bool] = None  # the image is on the engine (None: not asked)
+    image_paths: tuple[PathInfo, ...] = ()  # the image's own stat of the paths the rules ask about
+    gated_volumes: tuple[str, ...] = ()  # volume sources the gating init mounts ("" entries: unknown)
+    entrypoint: tuple[str, ...] = ()  # as it runs: the service's, else the image's
+    notes: tuple[str, ...] = ()  # what could not be read and why (not findings)
+    init: bool = False  # itself a one-shot init others wait on: it fixes volumes, it serves nothing
 
     def getenv(self, name: str) -> Optional[str]:
         for key, value in self.env:
             if key == name:
                 return value
+        return None
+
+    def image_path(self, path: str) -> Optional[PathInfo]:
+        for info in self.image_paths:
+            if info.path == path:
+                return info
         return None
 
     def mount_for(self, path: str) -> Optional[Mount]:
