@@ -32,12 +32,16 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # A pod annotation naming dirs whose data must outlive the pod (compose: x-volinit.persist).
 PERSIST_ANNOTATION = "volinit/persist"
 EMPTYDIR_MODE = 0o777  # kubelet makes every emptyDir world-writable (pkg/volume/emptydir)
+# A PVC is never filled from the image (Docker copies the image's dir into a new named
+# volume; Kubernetes does not): a new claim's root is what the provisioner made, 0:0 on most.
 # Volume sources whose content is read-only by construction.
 CONFIG_SOURCES = ("configMap", "secret", "projected", "downwardAPI", "image")
 _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)"
                        r"(?:(Ki|Mi|Gi|Ti|Pi|Ei)|([numkMGTPE])|[eE]([+-]?[0-9]+))?$")
 _BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60}
 _DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+# Env vars that name dirs the rules look at (the compose reader stats the same ones).
+_ENV_PATHS = ("TMPDIR", "TEMP", "TMP", "XDG_CACHE_HOME", "HF_HOME", "TORCH_HOME", "HOME")
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -293,7 +297,7 @@ def _claim_templates(doc: Document, at: _At) -> set[str]:
     return names
 
 
-def _volume_mount(vol: dict, name: str, claims: set[str], key: str, at: _At) -> Mount:
+def _volume_mount(vol: dict, name: str, key: str, at: _At) -> Mount:
     """What one pod volume is to the rules: its kind, size, source and writability."""
     if vol.get("emptyDir") is not None:
         ed = at.map(vol, key, "emptyDir")
@@ -305,12 +309,13 @@ def _volume_mount(vol: dict, name: str, claims: set[str], key: str, at: _At) -> 
                 raise at.fail(f"{key}.emptyDir.sizeLimit", f"not a quantity: {ed['sizeLimit']!r}",
                               "write a size such as 512Mi or 2Gi") from None
         if ed.get("medium") == "Memory":
-            return Mount("", TMPFS, source=name, size=size)
+            return Mount("", TMPFS, source=name, size=size, mode=EMPTYDIR_MODE)
         return Mount("", SCRATCH, source=name, size=size)
     if vol.get("persistentVolumeClaim") is not None:
         pvc = at.map(vol, key, "persistentVolumeClaim")
         claim = at.str(pvc, f"{key}.persistentVolumeClaim", "claimName")
-        return Mount("", VOLUME, source=claim or name, read_only=bool(at.bool(pvc, key, "readOnly")))
+        return Mount("", VOLUME, source=claim or name, read_only=bool(at.bool(pvc, key, "readOnly")),
+                     no_copy=True, image_dir=False)
     if vol.get("hostPath") is not None:
         hp = at.map(vol, key, "hostPath")
         return Mount("", BIND, source=at.str(hp, f"{key}.hostPath", "path"))
@@ -320,6 +325,7 @@ def _volume_mount(vol: dict, name: str, claims: set[str], key: str, at: _At) -> 
     for src in CONFIG_SOURCES:
         if vol.get(src) is not None:
             return Mount("", CONFIG, source=name, read_only=True)
+    # nfs, csi, iscsi, cloud disks...: storage that outlives the pod, like a PVC
     other = [k for k in vol if k != "name"]
     return Mount("", VOLUME, source=f"{other[0]}:{name}" if other else name)
 
@@ -386,28 +392,45 @@ def _gates(spec: dict, at: _At, volumes: dict[str, Mount]) -> tuple[str, tuple[s
     return "", ()
 
 
-def _uid_text(value: Optional[int], where: str) -> str:
-    return f"runAsUser {value} ({where})"
-
-
-def pods(docs: list[Document], image_info: Optional[Callable[[str], Optional[dict]]] = None) -> list[Pod]:
+def pods(docs: list[Document], image_facts: Optional[Callable[[str], Any]] = None) -> list[Pod]:
     """Every workload object's pod template with one Workload per container; other kinds
-    (Services, ConfigMaps, ...) are skipped. image_info(image) may answer what the image
-    says: {"uid", "gid", "env", "volumes", "home", "workdir"} or None when not present."""
+    (Services, ConfigMaps, ...) are skipped. image_facts(ref) gives the image's facts
+    (volinit.host.image.ImageFacts) when a Docker engine answers, else is None."""
     out: list[Pod] = []
     for doc in docs:
         template = pod_template(doc)
         if template is None:
             continue
-        out.append(_read_pod(doc, template, image_info))
+        out.append(_read_pod(doc, template, image_facts))
     return out
 
 
-def workloads(docs: list[Document], image_info: Optional[Callable[[str], Optional[dict]]] = None) -> list[Workload]:
-    return [w for p in pods(docs, image_info) for w in p.workloads]
+def workloads(docs: list[Document], image_facts: Optional[Callable[[str], Any]] = None) -> list[Workload]:
+    return [w for p in pods(docs, image_facts) for w in p.workloads]
 
 
-def _read_pod(doc: Document, template: dict, image_info: Optional[Callable[[str], Optional[dict]]]) -> Pod:
+def _user(uid: Optional[int], gid: Optional[int], where: str, image: str, facts: Any,
+          nonroot: Optional[bool]) -> tuple[User, tuple[int, ...], str]:
+    """Who the container runs as: (user, the image's supplementary gids, passwd home)."""
+    from volinit.host.image import resolve_user
+
+    present = facts is not None and facts.present
+    if uid is not None:
+        # no runAsGroup: the runtime takes the primary gid from the image's passwd entry
+        _, img_gid, extra, home, _ = resolve_user(str(uid), facts) if present else (None, None, (), "", "")
+        return User(uid, gid if gid is not None else img_gid, source=f"runAsUser ({where})"), extra, home
+    if present:
+        r_uid, r_gid, extra, home, why = resolve_user(facts.user, facts)
+        source = f"image {image} USER" if facts.user else f"image {image} (no USER: root)"
+        return User(r_uid, gid if gid is not None else r_gid, source, why), extra, home
+    why = f"runAsUser is not set, so the USER of image {image or '(none)'} decides, and "
+    why += facts.why if facts is not None else "the image was not read (no Docker engine)"
+    if nonroot:
+        why += "; runAsNonRoot: true says only that it is not 0"
+    return User(None, gid, unknown_why=why + " (set runAsUser, or make the image present)"), (), ""
+
+
+def _read_pod(doc: Document, template: dict, image_facts: Optional[Callable[[str], Any]]) -> Pod:
     at = _At(doc)
     base = ".".join(POD_TEMPLATE_PATH[doc.kind])
     pkey = f"{base}.spec" if base else "spec"
@@ -423,19 +446,19 @@ def _read_pod(doc: Document, template: dict, image_info: Optional[Callable[[str]
         name = at.str(v, k, "name")
         if not name:
             raise at.fail(k, "no name")
-        volumes[name] = _volume_mount(v, name, claims, k, at)
-    for claim in claims:
-        volumes.setdefault(claim, Mount("", VOLUME, source=claim))
+        volumes[name] = _volume_mount(v, name, k, at)
+    for claim in sorted(claims):
+        volumes.setdefault(claim, Mount("", VOLUME, source=claim, no_copy=True, image_dir=False))
+    psk = f"{pkey}.securityContext"
     psc = at.map(spec, pkey, "securityContext")
-    pod_uid = at.int(psc, f"{pkey}.securityContext", "runAsUser")
-    pod_gid = at.int(psc, f"{pkey}.securityContext", "runAsGroup")
-    pod_nonroot = at.bool(psc, f"{pkey}.securityContext", "runAsNonRoot")
-    fs_group = at.int(psc, f"{pkey}.securityContext", "fsGroup")
-    supplemental = [g for g in at.list(psc, f"{pkey}.securityContext", "supplementalGroups") if isinstance(g, int)]
+    pod_uid = at.int(psc, psk, "runAsUser")
+    pod_gid = at.int(psc, psk, "runAsGroup")
+    pod_nonroot = at.bool(psc, psk, "runAsNonRoot")
+    fs_group = at.int(psc, psk, "fsGroup")
+    supplemental = [g for g in at.list(psc, psk, "supplementalGroups") if isinstance(g, int)]
     meta = at.map(template, base or ".", "metadata")
     annotations = at.map(meta, f"{base}.metadata" if base else "metadata", "annotations")
-    persist_raw = annotations.get(PERSIST_ANNOTATION, "") or ""
-    persist = tuple(p for p in re.split(r"[\s,]+", str(persist_raw)) if p)
+    persist = tuple(p for p in re.split(r"[\s,]+", str(annotations.get(PERSIST_ANNOTATION) or "")) if p)
     gate, gated_volumes = _gates(spec, at, volumes)
     replicas = _replicas(doc, at)
     containers = at.list(spec, pkey, "containers")
@@ -452,38 +475,43 @@ def _read_pod(doc: Document, template: dict, image_info: Optional[Callable[[str]
         if not cname:
             raise at.fail(ckey, "no name")
         image = at.str(c, ckey, "image")
-        csc = at.map(c, ckey, "securityContext")
         sk = f"{ckey}.securityContext"
+        csc = at.map(c, ckey, "securityContext")
         c_uid = at.int(csc, sk, "runAsUser")
         c_gid = at.int(csc, sk, "runAsGroup")
         nonroot = at.bool(csc, sk, "runAsNonRoot")
         nonroot = pod_nonroot if nonroot is None else nonroot
         read_only = bool(at.bool(csc, sk, "readOnlyRootFilesystem"))
         env, unknown_env = _env(c, ckey, at)
+        facts: Any = image_facts(image) if image_facts is not None and image else None
+        present = facts is not None and facts.present
         notes: list[str] = []
-        info = image_info(image) if image_info and image else None
-        uid = c_uid if c_uid is not None else pod_uid
-        gid = c_gid if c_gid is not None else pod_gid
-        if uid is not None:
-            # no runAsGroup: the runtime takes the gid from the image's passwd entry, if any
-            if gid is None and info is not None and info.get("uid") == uid:
-                gid = info.get("gid")
-            user = User(uid, gid, source=_uid_text(uid, "container" if c_uid is not None else "pod"))
-        elif info is not None and info.get("uid") is not None:
-            user = User(info["uid"], gid if gid is not None else info.get("gid"), source=f"image {image} USER")
-        else:
-            why = (f"runAsUser is not set, so the USER of image {image or '(none)'} decides, and that image is not "
-                   "on the local Docker engine (pull or build it, or set runAsUser)")
-            if nonroot:
-                why += "; runAsNonRoot: true says only that it is not 0"
-            user = User(None, gid, unknown_why=why)
-            notes.append(f"uid unknown: {why}")
+        if image_facts is not None and facts is not None and not facts.present:
+            notes.append(facts.why)
+        user, extra, passwd_home = _user(c_uid if c_uid is not None else pod_uid,
+                                         c_gid if c_gid is not None else pod_gid,
+                                         "container" if c_uid is not None else "pod", image, facts, nonroot)
+        if not user.known:
+            notes.append(f"uid unknown: {user.unknown_why}")
+        elif user.unknown_why:
+            notes.append(user.unknown_why)
         if nonroot and user.uid == 0:
             notes.append("runAsNonRoot: true but the uid is 0: the kubelet refuses to start this container")
         for name in unknown_env:
             notes.append(f"env {name} comes from valueFrom/envFrom: its value is unknown here")
-        merged = dict((info or {}).get("env") or {})
+        merged = dict(facts.env) if present else {}
         merged.update(env)
+        if "HOME" in env:
+            home, home_source = env["HOME"], "environment"
+        elif "HOME" in merged:
+            home, home_source = merged["HOME"], "image ENV"
+        elif passwd_home:
+            home, home_source = passwd_home, "passwd"
+        elif present:
+            home, home_source = "/", "default"
+        else:
+            home, home_source = "", ""
+        working_dir = at.str(c, ckey, "workingDir") or (facts.working_dir if present else "") or "/"
         mounts: list[Mount] = []
         for mi, vm in enumerate(at.list(c, ckey, "volumeMounts")):
             mk = f"{ckey}.volumeMounts[{mi}]"
@@ -498,58 +526,45 @@ def _read_pod(doc: Document, template: dict, image_info: Optional[Callable[[str]
                 raise at.fail(f"{mk}.mountPath", f"not an absolute path: {path!r}")
             vol = volumes[vname]
             ro = bool(at.bool(vm, mk, "readOnly")) or vol.read_only
-            mounts.append(_with_k8s_facts(replace(vol, target=posixpath.normpath(path), read_only=ro)))
-        home = merged.get("HOME", "") or (info or {}).get("home", "")
-        fields: dict[str, Any] = dict(
+            mounts.append(replace(vol, target=posixpath.normpath(path), read_only=ro))
+        if present:
+            _stat_paths(facts, mounts, merged, working_dir, home, persist)
+        loaded.append(Workload(
             name=prefix if len(containers) == 1 else f"{prefix}/{cname}",
             image=image,
             user=user,
             read_only_root=read_only,
             mounts=tuple(mounts),
             env=tuple(sorted(merged.items())),
-            working_dir=at.str(c, ckey, "workingDir") or (info or {}).get("workdir", ""),
+            working_dir=working_dir,
             home=home,
             replicas=replicas,
             gated=bool(gate),
             gate=gate,
-            image_volumes=tuple((info or {}).get("volumes") or ()),
+            image_volumes=facts.volumes if present else (),
             persist=persist,
             source_file=doc.where,
-        )
-        extra = {
-            "groups": tuple(g for g in [fs_group, *supplemental] if g is not None),
-            "home_source": "environment" if "HOME" in env else ("image ENV" if home else ""),
-            "image_present": info is not None if image_info else None,
-            "gated_volumes": gated_volumes,
-            "notes": tuple(notes),
-        }
-        fields.update({k: v for k, v in extra.items() if k in _WORKLOAD_FIELDS})
-        loaded.append(Workload(**fields))
+            groups=tuple(g for g in (*extra, fs_group, *supplemental) if g is not None),
+            home_source=home_source,
+            image_present=None if image_facts is None else present,
+            image_paths=facts.known_stats() if present else (),
+            gated_volumes=gated_volumes,
+            entrypoint=tuple(str(a) for a in at.list(c, ckey, "command")) or (facts.entrypoint if present else ()),
+            notes=tuple(notes),
+        ))
         names.append(cname)
     return Pod(doc, template, tuple(loaded), tuple(names))
 
 
-def _fields(cls: type) -> frozenset[str]:
-    import dataclasses
-
-    return frozenset(f.name for f in dataclasses.fields(cls))
-
-
-# Fields the check branch adds to the model: filled when they exist, so this reader works
-# against the model before and after that branch lands.
-_WORKLOAD_FIELDS = _fields(Workload)
-_MOUNT_FIELDS = _fields(Mount)
-
-
-def _with_k8s_facts(m: Mount) -> Mount:
-    """What Kubernetes does that Docker does not: it never copies the image's dir into a PVC
-    (a new one's root is whatever the provisioner made, 0:0 on most), and every emptyDir is
-    made mode 0777 by the kubelet."""
-    extra: dict[str, Any] = {}
-    if m.kind == VOLUME:
-        extra = {"no_copy": True, "image_dir": False}
-    elif m.kind == TMPFS:
-        extra = {"mode": EMPTYDIR_MODE}
-    extra = {k: v for k, v in extra.items() if k in _MOUNT_FIELDS}
-    return replace(m, **extra) if extra else m
-
+def _stat_paths(facts: Any, mounts: list[Mount], env: dict[str, str], working_dir: str, home: str,
+                persist: tuple[str, ...]) -> None:
+    """Read the image's stat of every path the rules ask about (as the compose reader does)."""
+    paths = {"/tmp", "/var/tmp", "/usr/tmp", working_dir, *persist, *(m.target for m in mounts)}
+    paths |= {posixpath.join(working_dir, env[k]) for k in _ENV_PATHS if env.get(k)}
+    paths |= {posixpath.join(working_dir, d) for d in re.split(r"[\s:]+", env.get("VOLINIT_DIRS", "")) if d}
+    if home:
+        paths |= {home, posixpath.join(home, ".cache")}
+    for p in sorted(paths):
+        cur = posixpath.normpath(p)
+        while facts.stat(cur) is None and cur != "/":
+            cur = posixpath.dirname(cur)
