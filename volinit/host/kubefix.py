@@ -283,6 +283,27 @@ def _render_pod(p: kube.Pod, fplan: Any, image: str, docs: list[kube.Document], 
             lines.append(f"{wp.name}: {why}")
     if vplans:
         _render_init(p, vplans, image, i, ch, generated, names, specs)
+    _new_first(p, ch)
+
+
+def _new_first(p: kube.Pod, ch: PodChanges) -> None:
+    """Put what fix added or replaced first, in the order it did, in each name-keyed list:
+    where kubectl's strategic merge (and so the kustomize component) puts a patch's items,
+    so both outputs are the same objects."""
+
+    def reorder(items: list, added: list, key: str) -> list:
+        keys = list(dict.fromkeys(a.get(key) for a in added))
+        front = [x for k in keys for x in items if x.get(key) == k]
+        return front + [x for x in items if x.get(key) not in keys]
+
+    if ch.volumes and "volumes" in p.spec:
+        p.spec["volumes"] = reorder(p.spec["volumes"], ch.volumes, "name")
+    for c in p.spec["containers"]:
+        parts = ch.containers.get(c.get("name"), {})
+        if parts.get("env"):
+            c["env"] = reorder(c["env"], parts["env"], "name")
+        if parts.get("volumeMounts"):
+            c["volumeMounts"] = reorder(c["volumeMounts"], parts["volumeMounts"], "mountPath")
 
 
 def _render_init(p: kube.Pod, vplans: list, image: str, i: int, ch: PodChanges,
@@ -447,3 +468,48 @@ def dump(obj: Any) -> str:
     _Dumper.add_representer(list, _seq)
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16,
                      allow_unicode=True, indent=2)
+
+
+# --- the same change as a kustomize component ------------------------------------------------
+
+KUSTOMIZATION = "kustomization.yaml"
+RESOURCES_FILE = "volinit-resources.yaml"
+
+
+def kustomize_files(result: Result) -> dict[str, str]:
+    """File name -> text of a kustomize Component that makes the same change to unchanged
+    manifests: the ConfigMaps and claims as resources, one strategic-merge patch per
+    workload (lists merge by name, as kubectl's patches do; a replaced emptyDir is removed
+    with `emptyDir: null`)."""
+    files: dict[str, str] = {}
+    patches: list[dict] = []
+    for doc, ch in result.changes:
+        fname = f"patch-{dns_label(doc.kind)}-{dns_label(doc.name)}.yaml"
+        pod: dict[str, Any] = {}
+        if ch.init is not None:
+            pod["initContainers"] = [ch.init]
+        if ch.containers:
+            pod["containers"] = [{"name": name, **parts} for name, parts in ch.containers.items()]
+        if ch.volumes:
+            pod["volumes"] = ch.volumes
+        body: dict[str, Any] = {"spec": pod}
+        for part in reversed(kube.POD_TEMPLATE_PATH[doc.kind]):
+            body = {part: body}
+        meta: dict[str, Any] = {"name": doc.name}
+        if _ns(doc.obj):
+            meta["namespace"] = _ns(doc.obj)
+        files[fname] = dump({"apiVersion": doc.obj["apiVersion"], "kind": doc.kind, "metadata": meta, **body})
+        target: dict[str, Any] = {"kind": doc.kind, "name": doc.name}
+        if _ns(doc.obj):
+            target["namespace"] = _ns(doc.obj)
+        patches.append({"path": fname, "target": target})
+    component: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component"}
+    if result.generated:
+        files[RESOURCES_FILE] = "".join("---\n" + dump(o) for o in result.generated)
+        component["resources"] = [RESOURCES_FILE]
+    if patches:
+        component["patches"] = patches
+    head = ("# Written by `volinit fix -k --kustomize`: the same change as `volinit fix -k`, for manifests\n"
+            "# kept as they are. Use it from your kustomization.yaml:  components: [<this dir>]\n")
+    files[KUSTOMIZATION] = head + "".join(_comment(n) for n in result.notes) + dump(component)
+    return files
