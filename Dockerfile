@@ -34,6 +34,17 @@ RUN /opt/volinit/bin/python -m pip install --no-compile . \
     && ln -s /opt/volinit/bin/volinit /stage/bin/volinit \
     && chmod 0755 /stage/bin/volinit-entrypoint
 
+# The probe `volinit check` runs inside a copy of each service's container: static C, so it
+# runs in images with no shell and no libc (distroless, FROM scratch) as any uid.
+FROM ${BASE_IMAGE} AS probe
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY probe/volinit-probe.c /src/volinit-probe.c
+RUN gcc -static -Os -s -Wall -o /volinit-probe /src/volinit-probe.c \
+    && /volinit-probe >/dev/null
+
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
 ARG VERSION=0.1.0
@@ -51,6 +62,8 @@ COPY --from=build /opt/volinit /opt/volinit
 # `volinit` (a link into the venv) and the shim, which service images take with
 # COPY --from=<volinit image> /usr/local/bin/volinit-entrypoint /usr/local/bin/
 COPY --from=build /stage/bin/ /usr/local/bin/
+# Not run here: `volinit check` copies it out of this image into each probe container.
+COPY --from=probe /volinit-probe /usr/local/lib/volinit/probe
 # Fail the build, not the first `compose up`: the CLI starts, its heaviest command parses
 # its options, the shim runs a command, and the label says the version the code says.
 RUN volinit --version \

@@ -42,7 +42,7 @@ ad-hoc repair, or as a check before the service starts.
 \b
 Exit codes: 0 done (also "nothing to do"), 1 something could not be done or doctor
 found problems, 2 usage or spec error (nothing touched), 130 interrupted, 143 terminated.
-Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair),
+Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair and check),
 VOLINIT_WORKERS (walking processes for apply and prune; default one per CPU).
 """,
 )
@@ -298,6 +298,47 @@ def repair_cmd(
         from volinit import repair
 
         return repair.run(list(volumes), owner, list(dirs), prune, image, force)
+
+    run(go)
+
+
+@app.command("check", short_help="Find temp, cache and volume incidents in a compose project.")
+def check_cmd(
+    files: List[str] = typer.Option([], "-f", "--file", metavar="FILE", help="Compose file (repeatable, as compose)."),
+    project_directory: Optional[str] = typer.Option(None, "--project-directory", metavar="DIR",
+                                                    help="Compose's project directory."),
+    profiles: List[str] = typer.Option([], "--profile", metavar="P", help="Compose profile to enable (repeatable)."),
+    services: List[str] = typer.Option([], "--service", metavar="NAME", help="Check only this service (repeatable)."),
+    static: bool = typer.Option(False, "--static", help="Read the configuration only; run no probe container."),
+    min_temp: Optional[str] = typer.Option(None, "--min-temp", metavar="SIZE",
+                                           help="Temp space every service needs [default: 1G, for services "
+                                                "that set a model or package cache]."),
+    persist: List[str] = typer.Option([], "--persist", metavar="SERVICE:PATH",
+                                      help="A dir whose data must outlive the container (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Find, before `up`, where a service would die on its temp dir, caches or volumes.
+
+    Reads the project through `docker compose config`, applies the rules no-temp-dir,
+    cache-unwritable, temp-too-small, volume-not-owned and state-not-persistent, then
+    proves them with a probe in a throwaway copy of each service's container, as its
+    user (no service code runs, nothing is created). Needs the Docker SDK
+    (pip install 'volinit[docker]'); the probe comes from $VOLINIT_IMAGE, else
+    volinit:latest. Exit 0 clean, 1 findings, 2 usage or compose error.
+
+    \b
+    Example:
+      volinit check
+      volinit check -f compose.yaml -f compose.prod.yaml --profile gpu --json
+      volinit check --static --persist api:/app/media --min-temp 2G
+    """
+
+    def go() -> int:
+        from volinit.host import check
+
+        return check.run(check.Options(files=list(files), project_directory=project_directory,
+                                       profiles=list(profiles), services=list(services), static=static,
+                                       min_temp=min_temp, persist=list(persist), as_json=as_json))
 
     run(go)
 

@@ -322,7 +322,8 @@ def _workload(project: str, sname: str, svc: dict, config: dict, reader: Any, cl
         persist=persist, source_file="", groups=extra, home_source=home_source, image_present=present,
         image_paths=facts.known_stats() if facts is not None and facts.present else (),
         gated_volumes=gated_real, entrypoint=entrypoint, notes=tuple(notes),
-        init=_is_init(svc, project, sname) and _gates_someone(sname, config.get("services") or {}))
+        init=_is_init(svc, project, sname) and _gates_someone(sname, config.get("services") or {}),
+        run_as=str(svc.get("user") or ""), cap_drop=_argv(svc.get("cap_drop")), cap_add=_argv(svc.get("cap_add")))
 
 
 def _gates_someone(sname: str, svcs: dict) -> bool:

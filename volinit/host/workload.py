@@ -99,6 +99,9 @@ class Workload:
     entrypoint: tuple[str, ...] = ()  # as it runs: the service's, else the image's
     notes: tuple[str, ...] = ()  # what could not be read and why (not findings)
     init: bool = False  # itself a one-shot init others wait on: it fixes volumes, it serves nothing
+    run_as: str = ""  # the user string exactly as the runtime gets it (a name keeps its groups)
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
 
     def getenv(self, name: str) -> Optional[str]:
         for key, value in self.env:
