@@ -91,6 +91,8 @@ BAD = [
     ("version: 1\nowner: '1'\nvolumes: {/a: {hardlinks: follow}}", "volumes./a.hardlinks", "unknown value"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: {.tmp: {keep: '*/x'}}}}", "volumes./a.dirs..tmp.keep", "'/'"),
     ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: [.tmp]}}", "volumes./a.dirs", "mapping"),
+    ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: []}}", "volumes./a.dirs", "mapping"),  # not "no dirs"
+    ("version: 1\nowner: '1'\nvolumes: {/a: {dirs: ''}}", "volumes./a.dirs", "mapping"),
     ("version: 2\nowner: '1'\nvolumes: {/a: {}}", "version", "unsupported"),
     ("owner: '1'\nvolumes: {/a: {}}", "version", "missing"),
     ("version: 1\nowner: '1'\nvolumes: {}", "volumes", "no volumes"),

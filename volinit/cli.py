@@ -343,6 +343,66 @@ def check_cmd(
     run(go)
 
 
+@app.command("fix", short_help="Write a compose override and spec that fix what check finds.")
+def fix_cmd(
+    files: List[str] = typer.Option([], "-f", "--file", metavar="FILE",
+                                    help="Compose file, as for docker compose (repeatable) [default: compose's own]."),
+    override: Optional[str] = typer.Option(None, "-o", "--override", metavar="OVERRIDE",
+                                           help="Override to write [default: compose.volinit.yaml beside the first FILE]."),
+    spec_file: Optional[str] = typer.Option(None, "--spec-file", metavar="FILE",
+                                            help="Spec to write [default: volinit.yaml beside the override]."),
+    owners: List[str] = typer.Option([], "--owner", metavar="SERVICE=UID:GID",
+                                     help="The uid:gid a service runs as, when its image is not here (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print both files; write nothing."),
+) -> None:
+    """Write a compose override and the spec it mounts so the project's services can
+    write their temp and cache dirs: a hardened volinit init service that gives each
+    volume to its writer's uid, depends_on it, TMPDIR and cache variables on volumes.
+
+    Never writes your compose files, nor a spec or override it did not write itself; a
+    second run writes the same bytes. Needs `docker compose` (and the images, to learn
+    their users: else pass --owner). Refuses, exit 1, what it cannot decide: an unknown
+    uid, one volume written by two uids, a cache on a volume mounted read-only everywhere.
+
+    \b
+    Example:
+      volinit fix -f compose.yaml
+      docker compose -f compose.yaml -f compose.volinit.yaml up -d --wait
+      volinit fix -f compose.yaml -f compose.prod.yaml --owner worker=1000:1000 --dry-run
+    """
+
+    def go() -> int:
+        from volinit.host import fix
+
+        return fix.run(list(files), override, spec_file, list(owners), dry_run, say, error)
+
+    run(go)
+
+
+@app.command("schema", short_help="Print the spec's JSON Schema.")
+def schema_cmd() -> None:
+    """Print the JSON Schema (draft 2020-12) of the spec file, for editors and CI.
+
+    Specs written by `volinit fix` name it on their first line, so an editor with the
+    YAML language server checks them as you type. A few rules only the loader can judge
+    (a duration over 100 years, one path written twice, a name over 255 bytes): run
+    `volinit apply -f SPEC --dry-run` for the final word.
+
+    \b
+    Example:
+      volinit schema > volinit.schema.json
+      # yaml-language-server: $schema=./volinit.schema.json   (first line of a spec)
+    """
+
+    def go() -> int:
+        from volinit.spec import json_schema
+
+        sys.stdout.write(json_schema())
+        return EXIT_OK
+
+    run(go)
+
+
 def _raise_nofile_limit() -> None:
     """Lift the soft open-file limit to the hard one: the walk holds two fds per level.
 

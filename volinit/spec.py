@@ -242,8 +242,10 @@ def _volume_spec(path: Any, raw: Any, default_owner: Owner | None, key: str) -> 
     else:
         raise SpecError(f"{key}.owner", "no owner for this volume",
                         'set a top-level owner: "1000:1000" or one per volume')
-    dirs_raw = body.get("dirs") or {}
-    if not isinstance(dirs_raw, dict):
+    dirs_raw = body.get("dirs")
+    if dirs_raw is None:  # `dirs:` with nothing after it
+        dirs_raw = {}
+    if not isinstance(dirs_raw, dict):  # not `or {}`: an empty list or "" is a mistake, not "no dirs"
         raise SpecError(f"{key}.dirs", f"expected a mapping of relative paths, got {_show(dirs_raw)}",
                         "e.g. dirs: {.tmp: {mode: \"0700\"}}")
     dirs = tuple(_dir_spec(rel, d, f"{key}.dirs.{rel}") for rel, d in dirs_raw.items())
@@ -406,6 +408,16 @@ def from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str
     )
     _check_overlaps(volumes, [f"PATH {p}" for p in paths])
     return Spec(volumes)
+
+
+def json_schema() -> str:
+    """The spec's JSON Schema (draft 2020-12), as shipped in the package, for `volinit schema`.
+
+    The loader above stays the judge: the schema cannot hold every rule (see its description).
+    """
+    from importlib import resources  # deferred: only `volinit schema` and `fix` read it
+
+    return resources.files("volinit").joinpath("spec.schema.json").read_text(encoding="utf-8")
 
 
 def parse_prune_dir(value: str, key: str) -> str:

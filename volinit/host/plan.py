@@ -232,7 +232,10 @@ def plan(workloads: Iterable[Workload], findings: Iterable[Finding],
 def _fix_volume(draft: _Draft, w: Workload, path: str) -> None:
     m = draft.mount_for(w, path)
     if m is None or m.kind != VOLUME or not m.source:
-        return  # a bind mount or a tmpfs: not a volume the init can be given
+        kind = m.kind if m is not None else "the container's own layer"
+        draft.refuse(w, path, f"{path} is on {kind}, not a named volume the init can be given",
+                     "chown a host dir on the host yourself (volinit never changes host dirs), or mount a named volume")
+        return
     draft.own(m.source)
     if m.target.rstrip("/") != path.rstrip("/") and _rel(path, m.target):
         draft.add_dir(m.source, DirPlan(_rel(path, m.target)))
