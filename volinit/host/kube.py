@@ -10,6 +10,7 @@ decides, and the uid is unknown unless the image is present on the local Docker 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -407,6 +408,36 @@ def pods(docs: list[Document], image_facts: Optional[Callable[[str], Any]] = Non
 
 def workloads(docs: list[Document], image_facts: Optional[Callable[[str], Any]] = None) -> list[Workload]:
     return [w for p in pods(docs, image_facts) for w in p.workloads]
+
+
+@contextlib.contextmanager
+def image_facts_from(client: Any) -> Iterator[Optional[Callable[[str], Any]]]:
+    """The image_facts callable for pods(), reading images on the engine client talks to
+    (None: no engine, and every uid the manifest does not give stays unknown). The reader's
+    throwaway containers go when the block ends."""
+    if client is None:
+        yield None
+        return
+    from volinit.host.image import ImageReader
+
+    reader = ImageReader(client)
+    try:
+        yield lambda ref: reader.get(ref)
+    finally:
+        reader.close()
+
+
+def load_workloads(paths: list[str], services: list[str], client: Any = None) -> list[Workload]:
+    """`check -k`: the workloads of the manifests (or only the named ones)."""
+    docs = load(paths)
+    with image_facts_from(client) as facts:
+        found = workloads(docs, facts)
+    names = [w.name for w in found]
+    unknown = [s for s in services if s not in names]
+    if unknown:
+        raise UsageError("--service", unknown[0], "names no container in the manifests",
+                         f"containers: {', '.join(names) or 'none'}")
+    return [w for w in found if not services or w.name in services]
 
 
 def _user(uid: Optional[int], gid: Optional[int], where: str, image: str, facts: Any,

@@ -434,14 +434,16 @@ def _notes(pods: list[kube.Pod]) -> list[str]:
             continue
         what = f"{p.doc.kind.lower()}/{p.doc.name}"
         fs_group = (p.spec.get("securityContext") or {}).get("fsGroup")
-        policy = (p.spec.get("securityContext") or {}).get("fsGroupChangePolicy") or "Always (the default)"
+        policy = (p.spec.get("securityContext") or {}).get("fsGroupChangePolicy") or "unset, so Always"
         if fs_group is not None:
             out.append(
-                f"{what} keeps fsGroup {fs_group} (fsGroupChangePolicy {policy}). The kubelet applies it first, at "
-                f"mount time: on volume types that support it, the group of every file becomes {fs_group} and "
-                "group rw is added. The volinit initContainer then sets the owner, with the gid set to fsGroup "
-                "so the two agree and neither walks again on the next start (with OnRootMismatch). To leave "
-                "ownership to volinit alone, remove fsGroup.")
+                f"{what} keeps fsGroup {fs_group} (fsGroupChangePolicy: {policy}). At mount time, before any "
+                f"initContainer, the kubelet gives the files of each volume type that supports it the group "
+                f"{fs_group} and group rw: with Always on every start, walking every file; with OnRootMismatch "
+                f"only when the volume root differs. The volinit initContainer then gives the volumes to "
+                f"uid:{fs_group}, so the two agree and on the next start neither walks (volinit checks the root; "
+                "so does the kubelet with OnRootMismatch). Set fsGroupChangePolicy: OnRootMismatch to keep the "
+                "kubelet's part cheap, or remove fsGroup to leave ownership to volinit alone.")
         out.append(f"{what}: the volinit initContainer runs as root with only CHOWN, FOWNER and DAC_OVERRIDE; "
                    "a namespace enforcing the restricted Pod Security Standard refuses it (baseline admits it).")
     return out
@@ -513,3 +515,105 @@ def kustomize_files(result: Result) -> dict[str, str]:
             "# kept as they are. Use it from your kustomization.yaml:  components: [<this dir>]\n")
     files[KUSTOMIZATION] = head + "".join(_comment(n) for n in result.notes) + dump(component)
     return files
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def run(manifests: list[str], out: Optional[str], kustomize: Optional[str], owner_flags: list[str],
+        image: Optional[str], dry_run: bool, spec_file: Optional[str], say: Callable[[str], None]) -> int:
+    """`volinit fix -k`: the patched stream to stdout or -o OUT, and --kustomize DIR."""
+    import os
+    import sys
+
+    from volinit.errors import UsageError
+    from volinit.host import fix as composefix
+    from volinit.host import rules
+    from volinit.host.engine import connect
+
+    if not manifests:
+        raise UsageError("--kustomize" if kustomize else "--image", "", "only applies with -k",
+                         "name the manifests: volinit fix -k FILE")
+    if spec_file:
+        raise UsageError("--spec-file", "", "does not apply with -k", "the spec goes into a ConfigMap in the output")
+    if image is not None:
+        _check_image(image)
+    owners = composefix.parse_owners(owner_flags)
+    docs = kube.load(manifests)
+    inputs = {os.path.realpath(f) for f in kube.manifest_files(manifests)}
+    if out and out != "-" and os.path.realpath(out) in inputs and not _ours(out, HEADER):
+        raise UsageError("-o", out, "is one of the manifests read", "volinit fix never writes your own files; "
+                         "name a new file (or use --kustomize to leave the manifests as they are)")
+    if kustomize:
+        k = os.path.join(kustomize, KUSTOMIZATION)
+        if os.path.exists(k) and not _ours(k, "# Written by `volinit fix -k --kustomize`"):
+            raise UsageError("--kustomize", kustomize, f"holds a {KUSTOMIZATION} volinit did not write",
+                             "name a new dir for the component")
+    client, _ = connect(required=False)
+    with kube.image_facts_from(client) as facts:
+        result = fix(docs, owners=owners, image=image or DEFAULT_IMAGE, min_temp=rules.DEFAULT_MIN_TEMP,
+                     image_facts=facts)
+    for line in result.lines:
+        say(line)
+    for note in result.notes:
+        say(f"note: {note}")
+    if not result.changes:
+        say("nothing to fix: the static checks find nothing in the manifests; the output is the input")
+    if dry_run:
+        sys.stdout.write(result.text)
+        if kustomize:
+            for name, text in sorted(kustomize_files(result).items()):
+                sys.stdout.write(f"# --- {os.path.join(kustomize, name)} ---\n{text}")
+        say("dry run: nothing written")
+        return 0
+    if not out or out == "-":
+        sys.stdout.write(result.text)
+    else:
+        _write(out, result.text)
+        say(f"wrote {out}; apply it with: kubectl apply -f {out}")
+    if kustomize:
+        os.makedirs(kustomize, exist_ok=True)
+        for name, text in sorted(kustomize_files(result).items()):
+            _write(os.path.join(kustomize, name), text)
+        say(f"wrote the kustomize component {kustomize}; add it to your kustomization.yaml: "
+            f"components: [{kustomize}]")
+    return 0
+
+
+def _check_image(image: str) -> None:
+    from volinit.errors import UsageError
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", image) or len(image) > 255:
+        raise UsageError("--image", repr(image), "not an image reference", "e.g. ghcr.io/volinit/volinit:0.1")
+
+
+def _ours(path: str, head: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(len(head)) == head
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write(path: str, text: str) -> None:
+    """Write text unless the file holds it already (a rerun leaves mtimes alone), through a
+    temp file and rename so a reader never sees half of it."""
+    import os
+    import tempfile
+
+    from volinit.errors import OperationError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == text:
+                return
+    except (OSError, UnicodeDecodeError):
+        pass
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".volinit-", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OperationError("cannot write", path, exc.strerror or str(exc), "check the path and its dir") from None
