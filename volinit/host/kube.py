@@ -365,6 +365,13 @@ def _env(container: dict, key: str, at: _At) -> tuple[dict[str, str], list[str]]
     return values, unknown
 
 
+def subpath_source(source: str, sub: str) -> str:
+    """A claim mounted with a subPath is, to the rules and the planner, its own volume: its
+    root is that dir, which the kubelet makes (as root) when it is missing."""
+    sub = posixpath.normpath(sub).strip("/") if sub else ""
+    return f"{source}/{sub}" if sub and sub != "." else source
+
+
 def is_volinit_image(image: str) -> bool:
     """ghcr.io/volinit/volinit:0.1, volinit:test, registry:5000/volinit@sha256:...: the
     repository's last path component is volinit."""
@@ -388,7 +395,9 @@ def _gates(spec: dict, at: _At, volumes: dict[str, Mount]) -> tuple[str, tuple[s
             for j, vm in enumerate(at.list(ic, key, "volumeMounts")):
                 name = at.str(vm, f"{key}.volumeMounts[{j}]", "name")
                 if name in volumes:
-                    mounted.append(volumes[name].source)
+                    sub = at.str(vm, f"{key}.volumeMounts[{j}]", "subPath") or \
+                        at.str(vm, f"{key}.volumeMounts[{j}]", "subPathExpr")
+                    mounted.append(subpath_source(volumes[name].source, sub))
             return f"initContainer {at.str(ic, key, 'name') or i}", tuple(mounted)
     return "", ()
 
@@ -557,6 +566,9 @@ def _read_pod(doc: Document, template: dict, image_facts: Optional[Callable[[str
                 raise at.fail(f"{mk}.mountPath", f"not an absolute path: {path!r}")
             vol = volumes[vname]
             ro = bool(at.bool(vm, mk, "readOnly")) or vol.read_only
+            sub = at.str(vm, mk, "subPath") or at.str(vm, mk, "subPathExpr")
+            if vol.kind == VOLUME and sub:
+                vol = replace(vol, source=subpath_source(vol.source, sub))
             mounts.append(replace(vol, target=posixpath.normpath(path), read_only=ro))
         if present:
             _stat_paths(facts, mounts, merged, working_dir, home, persist)

@@ -183,10 +183,14 @@ def _state_to_claims(docs: list[kube.Document], pods: list[kube.Pod], findings: 
 
 
 def _writer_mount(p: kube.Pod, source: str) -> Optional[tuple[str, dict]]:
-    """(container name, its volumeMount) of the first container that mounts source read-write."""
+    """(container name, its volumeMount) of the first container that mounts source read-write
+    (a subPath mount is the source claim/subPath, as the reader names it)."""
     for cname, c in zip(p.containers, p.spec["containers"], strict=True):
         for vm in c.get("volumeMounts") or []:
-            if _volume_source(p, str(vm.get("name"))) == source and not vm.get("readOnly"):
+            base = _volume_source(p, str(vm.get("name")))
+            if base is None or vm.get("readOnly"):
+                continue
+            if kube.subpath_source(base, vm.get("subPath") or vm.get("subPathExpr") or "") == source:
                 return cname, vm
     return None
 
@@ -210,6 +214,7 @@ def _volume_source(p: kube.Pod, vname: str) -> Optional[str]:
 
 
 def _volume_name_for(p: kube.Pod, source: str) -> Optional[str]:
+    source = source.split("/", 1)[0]  # claim names have no "/": the rest is a subPath
     for v in p.spec.get("volumes") or []:
         if _source_of(v) == source:
             return str(v["name"])
@@ -333,16 +338,16 @@ def _render_init(p: kube.Pod, vplans: list, image: str, i: int, ch: PodChanges,
             specmod.parse_volume_path(path, "path")
         except specmod.SpecError:
             path = f"{INIT_MOUNT_FALLBACK}/{vname}"  # /tmp, /home...: refused as a spec path, fine as a mount
-        if path in taken and not any(m.get("name") == vname and m.get("mountPath") == path for m in mounts):
-            path = f"{INIT_MOUNT_FALLBACK}/{vname}"
-        if not any(m.get("name") == vname for m in mounts):
-            new: dict[str, Any] = {"name": vname, "mountPath": path}
-            if found and found[1].get("subPath"):
-                new["subPath"] = found[1]["subPath"]
-            mounts.append(new)
-            taken.add(path)
+        sub = {k: found[1][k] for k in ("subPath", "subPathExpr") if found and found[1].get(k)}
+        same = [m for m in mounts if m.get("name") == vname
+                and {k: m[k] for k in ("subPath", "subPathExpr") if m.get(k)} == sub]
+        if same:
+            path = same[0]["mountPath"]
         else:
-            path = next(m["mountPath"] for m in mounts if m.get("name") == vname)
+            if path in taken:
+                path = f"{INIT_MOUNT_FALLBACK}/{dns_label(vp.source)}"
+            mounts.append({"name": vname, "mountPath": path, **sub})
+            taken.add(path)
         gid = fs_group if isinstance(fs_group, int) else vp.owner.gid
         body: dict[str, Any] = {"owner": f"{vp.owner.uid}:{gid}"}
         if vp.mode is not None:
