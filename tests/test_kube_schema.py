@@ -141,8 +141,9 @@ def test_fix_output_validates_and_checks_clean_for_every_kind(kind: str, tmp_pat
     assert kubefix.fix(after, min_temp=rules.DEFAULT_MIN_TEMP).text == result.text
     pod = kube.pods(after)[0]
     init = pod.spec["initContainers"][0]
-    mounts = {m["name"]: m for m in init["volumeMounts"]}
-    assert mounts["data"]["mountPath"] == "/data"  # the claim where the app sees it
+    mounts = [(m["name"], m["mountPath"], m.get("subPath")) for m in init["volumeMounts"]]
+    # the claim where the app sees it, and the sidecar's subPath where the sidecar does
+    assert mounts[1:] == [("data", "/data", None), ("data", "/var/lib/sidecar", "side")]
     if kind == "Pod":
         cm = next(o for o in result.objects if o["kind"] == "ConfigMap")
         assert cm["metadata"]["namespace"] == "team"  # beside the pod that mounts it
