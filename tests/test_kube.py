@@ -305,8 +305,9 @@ def test_every_workload_kind_and_volume_type(tmp_path: Path) -> None:
         assert w.getenv("TMPDIR") == "/work/tmp"  # $(VAR) expanded as the kubelet does
         assert w.getenv("SECRET") is None and any("SECRET" in n for n in w.notes)
         assert w.source_file.endswith(f"m.yaml document {list(ws).index(w.name) + 1}")
-    assert ws["statefulset/s"].mount_for("/data").source == "data"
-    assert ws["pod/p"].mount_for("/data").source == "claim"
+    # a subPath mount is its own volume: its root is the subPath dir
+    assert ws["statefulset/s"].mount_for("/data").source == "data/x"
+    assert ws["pod/p"].mount_for("/data").source == "claim/x"
 
 
 def test_a_volinit_initcontainer_gates_the_volumes_it_mounts(tmp_path: Path) -> None:
