@@ -57,6 +57,10 @@ def test_check_names_the_seed_incident(seed: Path) -> None:
     assert doc["ok"] is False
     assert {(f["id"], f["path"]) for f in doc["findings"]} == EXPECTED[seed.name]
     assert all(f["source"] == "static" and f["service"].startswith("deployment/") for f in doc["findings"])
+    # in Kubernetes words: no compose tmpfs:, named volume or volinit repair in the fixes
+    assert all("volinit fix -k" in f["fix"] and "tmpfs:" not in f["fix"] for f in doc["findings"])
+    if seed.name.startswith("003"):
+        assert "Kubernetes never fills a claim from the image" in doc["findings"][1]["message"]
 
 
 @pytest.mark.parametrize("seed", SEED_DIRS, ids=lambda p: p.name)

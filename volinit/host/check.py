@@ -94,6 +94,10 @@ def run(opts: Options) -> int:
                  for w in workloads]
 
     findings = static_findings(workloads, min_temp=min_temp, min_temp_for_all=opts.min_temp is not None)
+    if kube:
+        from volinit.host.kube import in_kubernetes_words
+
+        findings = [in_kubernetes_words(f) for f in findings]
     notes: dict[str, list[str]] = {w.name: list(w.notes) for w in workloads}
     probed: dict[str, bool] = {w.name: False for w in workloads}
     if not opts.static and not kube:

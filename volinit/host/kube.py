@@ -32,7 +32,7 @@ POD_TEMPLATE_PATH: dict[str, tuple[str, ...]] = {
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # A pod annotation naming dirs whose data must outlive the pod (compose: x-volinit.persist).
 PERSIST_ANNOTATION = "volinit/persist"
-EMPTYDIR_MODE = 0o777  # kubelet makes every emptyDir world-writable (pkg/volume/emptydir)
+EMPTYDIR_MODE = 0o777  # the kubelet makes an emptyDir root:root drwxrwxrwx
 # A PVC is never filled from the image (Docker copies the image's dir into a new named
 # volume; Kubernetes does not): a new claim's root is what the provisioner made, 0:0 on most.
 # Volume sources whose content is read-only by construction.
@@ -611,3 +611,37 @@ def _stat_paths(facts: Any, mounts: list[Mount], env: dict[str, str], working_di
         cur = posixpath.normpath(p)
         while facts.stat(cur) is None and cur != "/":
             cur = posixpath.dirname(cur)
+
+
+# --- findings in Kubernetes words ------------------------------------------------------------
+
+# The rules speak compose (tmpfs:, named volumes, volinit repair); a manifest's reader gets
+# the same finding with the fix it can apply. Rule ids, services and paths stay as they are.
+_FIXES = {
+    "no-temp-dir": "mount an emptyDir at /tmp, or set TMPDIR to a dir on a claim the container owns "
+                   "(`volinit fix -k` writes it)",
+    "cache-unwritable": "point the cache variable at a dir on a claim or emptyDir the container can write "
+                        "(`volinit fix -k` writes it)",
+    "temp-too-small": "set TMPDIR to a dir on a disk-backed claim, e.g. /app/cache/.tmp (`volinit fix -k` writes "
+                      "it), or raise the emptyDir's sizeLimit",
+    "volume-not-owned": "run the volinit initContainer before it (`volinit fix -k` writes it); fsGroup sets the "
+                        "group only, and only on volume types that support it",
+    "state-not-persistent": "mount a PersistentVolumeClaim there (`volinit fix -k` moves an emptyDir to a new claim)",
+}
+_WORDS = (
+    ("nocopy is set, so a new volume's root is 0:0",
+     "Kubernetes never fills a claim from the image, so a new claim's root is the provisioner's (0:0 on most)"),
+    ("named volume ", "claim "),
+    ("read_only root", "readOnlyRootFilesystem"),
+    ("on scratch ", "on emptyDir "),
+    ("tmpfs ", "memory emptyDir "),
+    ("it is lost on restart", "it is lost when the pod is deleted or moves to another node"),
+)
+
+
+def in_kubernetes_words(f: Any) -> Any:
+    """A finding of a workload read from a manifest, its message and fix in Kubernetes terms."""
+    message = f.message
+    for old, new in _WORDS:
+        message = message.replace(old, new)
+    return replace(f, message=message, fix=_FIXES.get(f.id, f.fix))
