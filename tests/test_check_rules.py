@@ -173,7 +173,7 @@ def test_fresh_volume_seeded_by_the_image_is_clean_but_an_old_one_is_not() -> No
     assert [f.id for f in found] == ["volume-not-owned"]
     assert "already exists" in found[0].message
     # no engine to ask: it may exist
-    assert "if volume p_data already exists" in static_findings([wl(mounts=(vol(exists=None),))],
+    assert "if it already exists" in static_findings([wl(mounts=(vol(exists=None),))],
                                                                 min_temp=DEFAULT_MIN_TEMP)[0].message
 
 

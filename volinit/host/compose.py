@@ -15,6 +15,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -117,9 +118,12 @@ def load_project(files: list[str], project_directory: Optional[str], profiles: l
     from volinit.host.image import ImageReader
 
     reader = ImageReader(client) if client is not None else None
+    chosen = [s for s in svcs if not services or s in services]
     try:
-        workloads = tuple(_workload(name, sname, svcs[sname], config, reader, client, engine_why)
-                          for sname in svcs if not services or sname in services)
+        # each service's image and volume questions are round trips to the engine: ask in parallel
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
+            workloads = tuple(pool.map(lambda s: _workload(name, s, svcs[s], config, reader, client, engine_why),
+                                       chosen))
     finally:
         if reader is not None:
             reader.close()

@@ -12,6 +12,7 @@ import json
 import posixpath
 import secrets
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -60,23 +61,28 @@ class ImageReader:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.facts: dict[str, ImageFacts] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
 
     def get(self, ref: str, *, build_hint: bool = False) -> ImageFacts:
-        if ref in self.facts:
+        """Safe from several threads: each image is read once, by whoever asks first."""
+        with self._lock:
+            lock = self._locks.setdefault(ref, threading.Lock())
+        with lock:
+            if ref not in self.facts:
+                self.facts[ref] = self._read(ref, build_hint)
             return self.facts[ref]
+
+    def _read(self, ref: str, build_hint: bool) -> ImageFacts:
         import docker.errors
 
         try:
             img = self.client.images.get(ref)
         except (docker.errors.ImageNotFound, docker.errors.NotFound):
             how = "docker compose build" if build_hint else f"docker compose pull, or docker pull {ref}"
-            facts = ImageFacts(ref, False, f"image {ref} is not present on this engine ({how})")
-            self.facts[ref] = facts
-            return facts
+            return ImageFacts(ref, False, f"image {ref} is not present on this engine ({how})")
         except docker.errors.APIError as exc:  # e.g. a reference the engine cannot parse
-            facts = ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
-            self.facts[ref] = facts
-            return facts
+            return ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
         cfg = img.attrs.get("Config") or {}
         env = {}
         for item in cfg.get("Env") or ():
@@ -87,12 +93,14 @@ class ImageReader:
                            working_dir=cfg.get("WorkingDir") or "",
                            entrypoint=tuple(cfg.get("Entrypoint") or ()))
         # the entrypoint is never run: create only, so nothing of the image executes
-        facts._container = self.client.containers.create(
-            img.id, entrypoint=["/volinit-check-never-runs"], command=[], network_disabled=True,
-            labels={LABEL: "image-read"}, name=f"volinit-check-read-{secrets.token_hex(4)}")
+        try:
+            facts._container = self.client.containers.create(
+                img.id, entrypoint=["/volinit-check-never-runs"], command=[], network_disabled=True,
+                labels={LABEL: "image-read"}, name=f"volinit-check-read-{secrets.token_hex(4)}")
+        except docker.errors.APIError as exc:
+            return ImageFacts(ref, False, f"image {ref} cannot be read: {exc.explanation or exc}")
         facts.passwd = tuple(_passwd(_read(facts._container, "/etc/passwd")))
         facts.groups = tuple(_groups(_read(facts._container, "/etc/group")))
-        self.facts[ref] = facts
         return facts
 
     def close(self) -> None:

@@ -182,7 +182,7 @@ def _fresh_volume_note(w: Workload, m: Mount) -> str:
     return f"volume {m.source} is not created yet (not mounted in the probe): {how}{gate}"
 
 
-def run_probes(workloads: list[Workload], client: Any, probe: str, workers: int = 8) -> dict[str, ProbeResult]:
+def run_probes(workloads: list[Workload], client: Any, probe: str, workers: int = 16) -> dict[str, ProbeResult]:
     """One probe container per workload, concurrently; every container is removed."""
     todo = [w for w in workloads if not w.init and w.image_present]
     results: dict[str, ProbeResult] = {}
@@ -292,10 +292,18 @@ def dynamic_findings(w: Workload, res: ProbeResult, *, min_temp: int, every: boo
 
     caches = [f for f in res.facts if f.get("fact") == "cache"]
     home = next((f for f in caches if f.get("var") == "HOME"), None)
+    # a cache on a volume whose root the uid cannot write is that volume's finding, not a second one
+    unowned = {v["path"] for v in res.facts if v.get("fact") == "volume" and v.get("exists") and not v.get("ok")}
+    names: dict[str, list[str]] = {}
+    for c in caches:
+        names.setdefault(c.get("path", ""), []).append(c.get("var", ""))
+    seen: set[str] = set()
     for c in caches:
         var, path = c.get("var", ""), c.get("path", "")
-        if var == "HOME":
+        if var == "HOME" or path in seen or _under(path, unowned):
             continue
+        seen.add(path)
+        var = "=".join(names[path]) if var != "HOME/.cache" else var
         if var == "HOME/.cache" and w.home_source not in ("environment", "image ENV"):
             # Docker's own HOME: only a home that does not exist and cannot be made counts
             if home is None or home.get("exists") or home.get("ok"):
@@ -315,7 +323,8 @@ def dynamic_findings(w: Workload, res: ProbeResult, *, min_temp: int, every: boo
         found.append(Finding(CACHE_UNWRITABLE, w.name, path,
                              f"probed as {uid}: {label}{path} {why} (seed 002)",
                              ("set XDG_CACHE_HOME (and HOME) to a dir on a volume the service owns"
-                              if var == "HOME/.cache" else f"point {var} at a dir on a volume the service owns")
+                              if var == "HOME/.cache" else
+                              f"point {var.split('=')[0]} at a dir on a volume the service owns")
                              + " (`volinit fix` writes it)", "dynamic"))
 
     mounts = {m.target: m for m in w.mounts}

@@ -265,7 +265,7 @@ def volume_not_owned(w: Workload) -> list[Finding]:
             elif m.exists is False:
                 continue  # Docker copies the image's owner into the fresh volume: fine
             else:
-                first = f"volume {vol} already exists" if m.exists else f"if volume {vol} already exists"
+                first = "it already exists" if m.exists else "if it already exists"
                 why = (f"{first}: Docker copies the image's owner ({img[0]}:{img[1]}) only into a new volume; "
                        f"one an older root container wrote stays 0:0 for {_uid(w)}")
         out.append(Finding(VOLUME_NOT_OWNED, w.name, m.target,
