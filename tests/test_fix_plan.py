@@ -178,6 +178,10 @@ def test_state_on_the_layer_gets_a_volume_state_on_a_tmpfs_is_refused() -> None:
     tmp = Workload(name="svc", user=U1000, mounts=(Mount("/data", TMPFS),))
     (r,) = plan([tmp], [finding(STATE_NOT_PERSISTENT, "svc", "/data")]).refusals
     assert "cannot remove" in r.why
+    # seed 004: a dir below a tmpfs /tmp gets a volume mounted over it
+    p = plan([Workload(name="api", user=U1000, mounts=(Mount("/tmp", TMPFS),))],
+             [finding(STATE_NOT_PERSISTENT, "api", "/tmp/final_episodes")])
+    assert p.workloads[0].mounts == (Mount("/tmp/final_episodes", VOLUME, "volinit-api-tmp-final_episodes"),)
 
 
 def test_no_findings_no_changes() -> None:

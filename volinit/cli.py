@@ -357,7 +357,7 @@ def fix_cmd(
     files: List[str] = typer.Option([], "-f", "--file", metavar="FILE",
                                     help="Compose file, as for docker compose (repeatable) [default: compose's own]."),
     override: Optional[str] = typer.Option(None, "-o", "--override", metavar="OVERRIDE",
-                                           help="Override to write [default: compose.volinit.yaml beside the first FILE]."),
+                                           help="Override to write [default: compose.volinit.yaml by the first FILE]."),
     spec_file: Optional[str] = typer.Option(None, "--spec-file", metavar="FILE",
                                             help="Spec to write [default: volinit.yaml beside the override]."),
     owners: List[str] = typer.Option([], "--owner", metavar="SERVICE=UID:GID",

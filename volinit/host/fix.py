@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from volinit.errors import EXIT_FAILED, EXIT_OK, OperationError, UsageError
 from volinit.host.plan import FixPlan, VolumePlan, WorkloadPlan
+from volinit.host.workload import VOLUME, User, Workload
 from volinit.spec import Owner
 
 DEFAULT_OVERRIDE = "compose.volinit.yaml"
@@ -66,21 +67,25 @@ def parse_owners(values: Iterable[str]) -> dict[str, Owner]:
 def run(files: Sequence[str], override: Optional[str], spec_file: Optional[str], owner_flags: Sequence[str],
         dry_run: bool, say: Callable[[str], None], error: Callable[[str], None]) -> int:
     from volinit.host import compose, plan, rules
+    from volinit.host.engine import connect
 
     owners = parse_owners(owner_flags)
-    project = compose.load_project(list(files), None, [], [])
+    client, engine_why = connect(required=False)  # without one, --owner stands in for the images' users
+    project = compose.load_project(list(files), None, [], [], client=client, engine_why=engine_why)
     names = [w.name for w in project.workloads]
     for service in sorted(owners):
         if service not in names:
             raise UsageError("--owner", service, "no such service in the project",
                              "services: " + ", ".join(sorted(names)))
+    keys = _keys_by_name(project.config)
+    workloads = [_for_fix(w, owners.get(w.name), keys) for w in project.workloads]
     inputs = [os.path.abspath(f) for f in (project.files or files)]
     if not inputs:
         raise UsageError("-f", "", "no compose file", "pass -f compose.yaml")
     override_path, spec_path = _paths(inputs, override, spec_file)
     min_temp = getattr(rules, "DEFAULT_MIN_TEMP", DEFAULT_MIN_TEMP)
-    findings = rules.static_findings(project.workloads, min_temp=min_temp)
-    fix_plan = plan.plan(project.workloads, findings, owners)
+    findings = rules.static_findings(workloads, min_temp=min_temp)
+    fix_plan = plan.plan(workloads, findings, owners)
     if fix_plan.refusals:
         for r in fix_plan.refusals:
             error(f"cannot fix {r.service} {r.path}: {r.why} ({r.fix})")
@@ -106,6 +111,26 @@ def run(files: Sequence[str], override: Optional[str], spec_file: Optional[str],
     print(usage_line(inputs, out.override_path))
     print(usage_line(inputs, out.override_path, env=True))
     return EXIT_OK
+
+
+def _keys_by_name(config: Mapping[str, Any]) -> dict[str, str]:
+    """Each declared volume's compose key by its full name (project_key): the reader names
+    volumes as Docker does, the override as the compose file does."""
+    declared = config.get("volumes") or {}
+    return {str((v or {}).get("name") or k): str(k) for k, v in declared.items() if isinstance(v, (dict, type(None)))}
+
+
+def _for_fix(w: Workload, owner: Optional[Owner], keys: Mapping[str, str]) -> Workload:
+    """The workload as fix judges it: the --owner given for it, volumes by their compose
+    keys, and every volume possibly old. Whether a volume exists yet changes between two
+    runs (after `up`), and the plan must not: an init that finds a volume right costs a stat."""
+    from dataclasses import replace
+
+    mounts = tuple(replace(m, exists=None, source=keys.get(m.source, m.source)) if m.kind == VOLUME else m
+                   for m in w.mounts)
+    user = User(owner.uid, owner.gid, "--owner") if owner is not None else w.user
+    gated = tuple(keys.get(v, v) for v in w.gated_volumes)
+    return replace(w, mounts=mounts, user=user, gated_volumes=gated)
 
 
 def _show(path: str) -> str:
@@ -280,8 +305,8 @@ def render_spec(plan: FixPlan, keys: Mapping[str, str], override_name: str) -> s
     url = json.loads(json_schema())["$id"]
     writers = sorted({w for v in plan.volumes for w in v.writers})
     lines = [f"# yaml-language-server: $schema={url}",
-             _comment(f"# {MARK} for {override_name}: what its init service does before "
-                      f"{', '.join(writers)} start."),
+             _comment(f"# {MARK} for {override_name}: what its init service does before these start: "
+                      f"{', '.join(writers)}."),
              "# Rerun `volinit fix` rather than editing this file.",
              "version: 1",
              "volumes:"]
@@ -334,16 +359,16 @@ def write_both(out: Output) -> bool:
                 backups.append((path, backup))
             os.replace(temp, path)
     except OSError as exc:
-        for path, backup in reversed(backups):
-            _restore(path, backup)
+        for done, kept in reversed(backups):
+            _restore(done, kept)
         for temp in temps:
             _unlink(temp)
         where = getattr(exc, "filename", None) or out.override_path
         raise OperationError("cannot write", _show(str(where)), exc.strerror or str(exc),
                              "nothing was changed; check the directory's permissions and free space") from None
-    for _, backup in backups:
-        if backup:
-            _unlink(backup)
+    for _, kept in backups:
+        if kept:
+            _unlink(kept)
     return True
 
 

@@ -246,8 +246,10 @@ def _fix_state(draft: _Draft, w: Workload, path: str) -> None:
     m = draft.mount_for(w, path)
     if m is not None and m.target.rstrip("/") == path.rstrip("/") and m.kind == VOLUME:
         return _fix_volume(draft, w, path)
-    if m is not None and not m.persistent and _under(path, m.target) and m.target != "/":
-        draft.refuse(w, path, f"{path} is on a {m.kind} mount at {m.target}, which an override cannot remove",
+    if m is not None and not m.persistent and m.target.rstrip("/") == path.rstrip("/"):
+        # a dir below a tmpfs takes a volume mounted over it (Docker mounts the deeper one
+        # second); the tmpfs's own target cannot: an override can add mounts, not remove one
+        draft.refuse(w, path, f"{path} is a {m.kind} mount, which an override cannot remove",
                      f"remove the {m.kind} at {m.target} from the service and rerun volinit fix")
         return
     source = _volume_name(w.name, path)
@@ -323,7 +325,23 @@ def _fix_temp(draft: _Draft, w: Workload) -> None:
     draft.note(w, f"TMPDIR={value}: temp files on a disk-backed volume, day-old orphans pruned")
 
 
+def _unknown_writers(draft: _Draft) -> None:
+    """A workload whose uid is unknown and that writes a named volume: volinit cannot tell
+    whether that volume needs an owner, nor which."""
+    for w in sorted(draft.workloads.values(), key=lambda w: w.name):
+        if w.init or draft.owner_of(w) is not None:
+            continue
+        for m in sorted(w.mounts, key=lambda m: m.target):
+            if m.kind == VOLUME and m.source and not m.read_only:
+                draft.refuse(w, f"volume {m.source}",
+                             f"the uid it runs as is unknown ({w.user.unknown_why or 'not read'}), "
+                             f"and it writes volume {m.source}",
+                             f"build or pull its image so volinit can read its user, or pass --owner {w.name}=UID:GID")
+                break
+
+
 def _freeze(draft: _Draft) -> FixPlan:
+    _unknown_writers(draft)
     volumes: list[VolumePlan] = []
     gated: set[str] = set()
     for source in sorted(draft.volumes):
@@ -332,14 +350,14 @@ def _freeze(draft: _Draft) -> FixPlan:
         unknown = [w for w, o in known if o is None]
         for w in unknown:
             draft.refuse(w, f"volume {source}", f"the uid it runs as is unknown ({w.user.unknown_why or 'not read'}), "
-                         f"and volinit must give volume {source} to it",
+                         f"and it writes volume {source}",
                          f"build or pull its image so volinit can read its user, or pass --owner {w.name}=UID:GID")
         owners = sorted({o for _, o in known if o is not None and o.uid != 0}, key=lambda o: (o.uid, o.gid))
         uids = sorted({o.uid for o in owners})
         if len(uids) > 1:
             who = ", ".join(f"{w.name} ({o})" for w, o in known if o is not None and o.uid != 0)
             draft.refuse(writers[0], f"volume {source}", f"written by services with different uids: {who}",
-                         "run them as one uid, give each its own volume, or pass --owner for each with one uid")
+                         "run them as one uid (user:), or give each its own volume")
         if unknown or len(uids) > 1:
             continue
         owner = owners[0] if owners else Owner(0, 0)
