@@ -237,3 +237,29 @@ def test_main_container_writes_its_temp_and_cache_files(pod_for, volinit_image: 
         broken = docker(*pod.run_args(old, base_image), check=False)
         assert broken.returncode != 0
         assert "No usable temporary directory" in broken.stderr or "Read-only file system" in broken.stderr
+
+
+def test_the_local_image_answers_the_uid_the_manifest_leaves_out(base_image: str, tmp_path: Path) -> None:
+    """No runAsUser: the image's USER decides. With the image on the engine, check -k reads
+    it (here 1000:1000) and finds the root-owned claim; without it the uid is unknown."""
+    tag = f"volinit-kube-user:{secrets.token_hex(4)}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {base_image}\nUSER 1000:1000\n")
+    docker("build", "-q", "-t", tag, str(tmp_path))
+    try:
+        manifest = tmp_path / "pod.yaml"
+        manifest.write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n"
+            f"    - name: web\n      image: {tag}\n      volumeMounts: [{{name: data, mountPath: /data}}]\n"
+            "  volumes: [{name: data, persistentVolumeClaim: {claimName: web-data}}]\n")
+        res = volinit("check", "-k", str(manifest), "--json")
+        doc = json.loads(res.out)
+        assert res.code == 1
+        assert doc["services"][0]["user"] == "1000:1000"
+        assert [(f["id"], f["path"]) for f in doc["findings"]] == [("volume-not-owned", "/data")]
+        absent = manifest.read_text().replace(tag, "example/absent:1")
+        manifest.write_text(absent)
+        doc = json.loads(volinit("check", "-k", str(manifest), "--json").out)
+        assert doc["services"][0]["user"] is None
+        assert any("runAsUser is not set" in n for n in doc["services"][0]["notes"])
+    finally:
+        docker("rmi", "-f", tag, check=False)
