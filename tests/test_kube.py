@@ -208,7 +208,9 @@ spec:
      "at spec.volumes[0].emptyDir.sizeLimit: not a quantity"),
     ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {}}\n",
      "at spec.template.spec: no pod spec"),
-], ids=["yaml", "not-mapping", "no-kind", "no-apiversion", "missing-volume", "uid-type", "size", "no-pod-spec"])
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: " + "[" * 100000 + "\n", "document 1 line 4 column"),
+], ids=["yaml", "not-mapping", "no-kind", "no-apiversion", "missing-volume", "uid-type", "size", "no-pod-spec",
+        "deep"])
 @pytest.mark.parametrize("command", ["check", "fix"])
 def test_bad_manifest_is_one_line_exit_2(tmp_path: Path, text: str, expect: str, command: str) -> None:
     m = write(tmp_path / "bad.yaml", text)

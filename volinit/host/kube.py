@@ -122,6 +122,7 @@ def _yaml_documents(path: str) -> Iterator[tuple[int, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     index = 0
     try:
+        _check_depth(yaml, text, path, loader)
         for index, data in enumerate(yaml.load_all(text, Loader=loader), start=1):  # noqa: S506 - safe loader
             yield index, data
     except yaml.MarkedYAMLError as exc:
@@ -131,6 +132,43 @@ def _yaml_documents(path: str) -> Iterator[tuple[int, Any]]:
                             "fix the YAML syntax there") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise ManifestError(f"{path} document {index + 1}", f"bad YAML: {exc}", "fix the YAML syntax") from None
+
+
+MAX_DEPTH = 64  # a pod spec nests about 12 deep; a CronJob's about 16
+
+
+def _check_depth(yaml: Any, text: str, path: str, loader: Any) -> None:
+    """Refuse deep nesting before loading: the C loader builds nodes recursively, and a
+    small file of brackets overflows its stack (a crash, not an error)."""
+    depth, doc = 0, 0
+    try:
+        events = list(_events(yaml, text, loader, MAX_DEPTH))
+    except yaml.YAMLError:
+        return  # bad syntax: the load below reports it with its document
+    for event in events:
+        if isinstance(event, yaml.DocumentStartEvent):
+            doc += 1
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ManifestError(f"{path} document {doc} line {mark.line + 1} column {mark.column + 1}",
+                                    f"nested deeper than {MAX_DEPTH} levels", "no Kubernetes object nests this deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _events(yaml: Any, text: str, loader: Any, limit: int) -> Iterator[Any]:
+    """Parser events up to one nesting level past the limit (no need to read further)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        yield event
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > limit:
+                return
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def load(paths: list[str]) -> list[Document]:
