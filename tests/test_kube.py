@@ -209,7 +209,7 @@ spec:
     ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {}}\n",
      "at spec.template.spec: no pod spec"),
     ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: " + "[" * 100 + "]" * 100 + "\n",
-     "document 1 line 4 column 71: nested deeper than 64 levels"),
+     "document 1 line 4 column 70: nested deeper than 64 levels"),
 ], ids=["yaml", "not-mapping", "no-kind", "no-apiversion", "missing-volume", "uid-type", "size", "no-pod-spec",
         "deep"])
 @pytest.mark.parametrize("command", ["check", "fix"])
