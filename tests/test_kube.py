@@ -225,6 +225,13 @@ def test_bad_manifest_is_one_line_exit_2(tmp_path: Path, text: str, expect: str,
     assert not out.exists()
 
 
+def test_k_and_compose_f_do_not_mix(tmp_path: Path) -> None:
+    m = write(tmp_path / "m.yaml", POD)
+    for command in ("check", "fix"):
+        res = volinit(command, "-k", str(m), "-f", str(m), env=NO_ENGINE)
+        assert res.code == 2 and "cannot be combined with" in res.errors[0]
+
+
 def test_missing_path_and_empty_dir_are_usage_errors(tmp_path: Path) -> None:
     res = volinit("check", "-k", str(tmp_path / "nope.yaml"), env=NO_ENGINE)
     assert res.code == 2 and "no such file or dir" in res.errors[0]
@@ -337,8 +344,11 @@ def test_list_kind_and_directories(tmp_path: Path) -> None:
     assert names == ["pod/web", "pod/other"]
 
 
-def test_check_f_detects_a_manifest(tmp_path: Path) -> None:
+def test_check_and_fix_f_detect_a_manifest(tmp_path: Path) -> None:
     m = write(tmp_path / "m.yaml", POD)
+    fixed = volinit("fix", "-f", str(m), env=NO_ENGINE)
+    assert fixed.code == 0 and "initContainers" in fixed.out
+    assert fixed.out == volinit("fix", "-k", str(m), env=NO_ENGINE).out
     res = volinit("check", "-f", str(m), "--static", "--json", env=NO_ENGINE)
     assert res.code == 1
     assert [f["id"] for f in json.loads(res.out)["findings"]] == ["volume-not-owned"]

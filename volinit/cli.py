@@ -390,12 +390,13 @@ def fix_cmd(
     """
 
     def go() -> int:
-        from volinit.host import fix
+        from volinit.host import fix, kubefix
 
-        if manifests or kustomize or image:
-            from volinit.host import kubefix
-
-            return kubefix.run(list(manifests), override, kustomize, list(owners), image, dry_run, spec_file, say)
+        if manifests and files:
+            raise UsageError("-k", "", "cannot be combined with -f", "fix the compose project and the manifests in two runs")
+        if manifests or kustomize or image or kubefix.all_manifests(list(files)):
+            return kubefix.run(list(manifests or files), override, kustomize, list(owners), image, dry_run,
+                               spec_file, say)
         return fix.run(list(files), override, spec_file, list(owners), dry_run, say, error)
 
     run(go)

@@ -524,6 +524,11 @@ def kustomize_files(result: Result) -> dict[str, str]:
 
 # --- the command ---------------------------------------------------------------------------
 
+def all_manifests(files: list[str]) -> bool:
+    """`fix -f FILE` where every FILE is a Kubernetes manifest: the same as -k."""
+    return bool(files) and all(kube.looks_like_manifest(f) for f in files)
+
+
 def run(manifests: list[str], out: Optional[str], kustomize: Optional[str], owner_flags: list[str],
         image: Optional[str], dry_run: bool, spec_file: Optional[str], say: Callable[[str], None]) -> int:
     """`volinit fix -k`: the patched stream to stdout or -o OUT, and --kustomize DIR."""
