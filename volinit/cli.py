@@ -393,7 +393,7 @@ def fix_cmd(
         from volinit.host import fix, kubefix
 
         if manifests and files:
-            raise UsageError("-k", "", "cannot be combined with -f", "fix the compose project and the manifests in two runs")
+            raise UsageError("-k", "", "cannot be combined with -f", "fix compose files and manifests in two runs")
         if manifests or kustomize or image or kubefix.all_manifests(list(files)):
             return kubefix.run(list(manifests or files), override, kustomize, list(owners), image, dry_run,
                                spec_file, say)
