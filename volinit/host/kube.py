@@ -33,8 +33,6 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # A pod annotation naming dirs whose data must outlive the pod (compose: x-volinit.persist).
 PERSIST_ANNOTATION = "volinit/persist"
 EMPTYDIR_MODE = 0o777  # the kubelet makes an emptyDir root:root drwxrwxrwx
-# A PVC is never filled from the image (Docker copies the image's dir into a new named
-# volume; Kubernetes does not): a new claim's root is what the provisioner made, 0:0 on most.
 # Volume sources whose content is read-only by construction.
 CONFIG_SOURCES = ("configMap", "secret", "projected", "downwardAPI", "image")
 _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)"
@@ -353,6 +351,8 @@ def _volume_mount(vol: dict, name: str, key: str, at: _At) -> Mount:
     if vol.get("persistentVolumeClaim") is not None:
         pvc = at.map(vol, key, "persistentVolumeClaim")
         claim = at.str(pvc, f"{key}.persistentVolumeClaim", "claimName")
+        # never filled from the image (Docker copies the image's dir into a new named volume,
+        # Kubernetes does not): a new claim's root is what the provisioner made, 0:0 on most
         return Mount("", VOLUME, source=claim or name, read_only=bool(at.bool(pvc, key, "readOnly")),
                      no_copy=True, image_dir=False)
     if vol.get("hostPath") is not None:
