@@ -156,6 +156,23 @@ def test_fix_never_writes_over_an_input(tmp_path: Path) -> None:
     assert m.read_text() == POD
 
 
+def test_fix_may_rewrite_its_own_output_but_no_foreign_component(tmp_path: Path) -> None:
+    m = write(tmp_path / "m.yaml", POD)
+    out = tmp_path / "out.yaml"
+    assert volinit("fix", "-k", str(m), "-o", str(out), env=NO_ENGINE).code == 0
+    first = out.read_text()
+    assert volinit("fix", "-k", str(out), "-o", str(out), env=NO_ENGINE).code == 0  # its own file
+    assert out.read_text() == first
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    (comp / "kustomization.yaml").write_text("resources: [mine.yaml]\n")
+    res = volinit("fix", "-k", str(m), "--kustomize", str(comp), env=NO_ENGINE)
+    assert res.code == 2 and "volinit did not write" in res.errors[0]
+    assert (comp / "kustomization.yaml").read_text() == "resources: [mine.yaml]\n"
+    res = volinit("fix", "-k", str(m), "--image", "Not An Image", env=NO_ENGINE)
+    assert res.code == 2 and "--image" in res.errors[0]
+
+
 def test_kustomize_component_makes_the_same_objects(tmp_path: Path) -> None:
     """kubectl's own kustomize builds the component onto the unchanged manifests: the result
     is the objects fix -k writes. Needs kubectl (not installable from the project's
