@@ -257,10 +257,12 @@ def _workload(project: str, sname: str, svc: dict, config: dict, reader: Any, cl
 
     ref, built = image_ref(project, sname, svc)
     notes: list[str] = []
-    facts = reader.get(ref, build_hint=built) if reader is not None else None
-    if facts is None:
+    init = _is_init(svc, project, sname) and _gates_someone(sname, config.get("services") or {})
+    # an init is neither judged nor probed: reading its image would only cost time
+    facts = reader.get(ref, build_hint=built) if reader is not None and not init else None
+    if facts is None and not init:
         notes.append(f"image facts not read: {engine_why or 'no Docker engine'}")
-    elif not facts.present:
+    elif facts is not None and not facts.present:
         notes.append(facts.why)
     present = facts.present if facts is not None else None
 
@@ -302,17 +304,12 @@ def _workload(project: str, sname: str, svc: dict, config: dict, reader: Any, cl
     persist = tuple(str(p) for p in (x.get("persist") or ())) if isinstance(x, dict) else ()
 
     if facts is not None and facts.present:
-        for m in mounts:
-            facts.stat(m.target)
         paths = {"/tmp", "/var/tmp", "/usr/tmp", working_dir, *persist}
         paths |= {posixpath.join(working_dir, env[k]) for k in ENV_PATHS if env.get(k)}
         paths |= {posixpath.join(working_dir, d) for d in re.split(r"[\s:]+", env.get("VOLINIT_DIRS", "")) if d}
         if home:
             paths |= {home, posixpath.join(home, ".cache")}
-        for p in sorted(paths):
-            cur = posixpath.normpath(p)
-            while facts.stat(cur) is None and cur != "/":
-                cur = posixpath.dirname(cur)
+        _stat_with_parents(facts, paths | {m.target for m in mounts})
         mounts = [_with_image_dir(m, facts) for m in mounts]
 
     deploy = svc.get("deploy") or {}
@@ -326,8 +323,19 @@ def _workload(project: str, sname: str, svc: dict, config: dict, reader: Any, cl
         persist=persist, source_file="", groups=extra, home_source=home_source, image_present=present,
         image_paths=facts.known_stats() if facts is not None and facts.present else (),
         gated_volumes=gated_real, entrypoint=entrypoint, notes=tuple(notes),
-        init=_is_init(svc, project, sname) and _gates_someone(sname, config.get("services") or {}),
+        init=init,
         run_as=str(svc.get("user") or ""), cap_drop=_argv(svc.get("cap_drop")), cap_add=_argv(svc.get("cap_add")))
+
+
+def _stat_with_parents(facts: Any, paths: set[str]) -> None:
+    """Stat each path in the image, and its parents up to the first that exists; each stat is
+    a round trip that mounts the container's filesystem, so a level's stats go in parallel."""
+    todo = {posixpath.normpath(p) for p in paths}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while todo:
+            level = sorted(todo)
+            found = dict(zip(level, pool.map(facts.stat, level), strict=True))
+            todo = {posixpath.dirname(p) for p, info in found.items() if info is None and p != "/"}
 
 
 def _gates_someone(sname: str, svcs: dict) -> bool:

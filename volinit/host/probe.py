@@ -182,7 +182,7 @@ def _fresh_volume_note(w: Workload, m: Mount) -> str:
     return f"volume {m.source} is not created yet (not mounted in the probe): {how}{gate}"
 
 
-def run_probes(workloads: list[Workload], client: Any, probe: str, workers: int = 16) -> dict[str, ProbeResult]:
+def run_probes(workloads: list[Workload], client: Any, probe: str, workers: int = 8) -> dict[str, ProbeResult]:
     """One probe container per workload, concurrently; every container is removed."""
     todo = [w for w in workloads if not w.init and w.image_present]
     results: dict[str, ProbeResult] = {}
