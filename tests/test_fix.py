@@ -180,8 +180,8 @@ class Copy:
         self.hashes = self.hash()
 
     def hash(self) -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(self.dir.iterdir())
-                if p.name not in (fix.DEFAULT_OVERRIDE, fix.DEFAULT_SPEC)}
+        return {str(p.relative_to(self.dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(self.dir.rglob("*")) if p.is_file() and p.name not in (fix.DEFAULT_OVERRIDE, fix.DEFAULT_SPEC)}
 
     def volinit(self, *args: str) -> Result:
         return _in(self.dir, self.env, *args)
@@ -343,3 +343,61 @@ def test_fix_on_the_check_seed_projects_makes_check_clean(seed: str, tmp_path: P
         after = _in(cwd, env, "check", *mode, "-f", "compose.yaml", "-f", fix.DEFAULT_OVERRIDE)
         assert after.code == 0, f"{seed} check {mode} after fix:\n{after.out}\n{after.err}"
     assert (cwd / "compose.yaml").read_bytes() == (src / "compose.yaml").read_bytes()
+
+
+EXAMPLES = sorted(p.parent.name for p in (REPO / "compose-examples").glob("*/compose.yaml"))
+
+
+def strip_volinit(doc: dict) -> dict:
+    """The example as it was before volinit: no init service, no gate, no spec config."""
+    doc["services"].pop("volinit")
+    for svc in doc["services"].values():
+        deps = svc.get("depends_on") or {}
+        deps.pop("volinit", None)
+        if not deps:
+            svc.pop("depends_on", None)
+    doc.get("configs", {}).pop("volinit-spec", None)
+    if not doc.get("configs"):
+        doc.pop("configs", None)
+    return doc
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_an_example_without_its_volinit_parts_is_fixed_and_comes_up(example: str, tmp_path: Path, base_image: str,
+                                                                     volinit_image: str) -> None:
+    copy = Copy(REPO / "compose-examples" / example, tmp_path / example,
+                {"BASE_IMAGE": base_image, "VOLINIT_IMAGE": volinit_image})
+    dest, env = copy.dir, copy.env
+    try:
+        shipped = _in(dest, env, "fix")
+        assert shipped.code == 0 and "nothing to fix" in shipped.err, shipped.err  # clean as shipped
+
+        doc = strip_volinit(yaml.safe_load((dest / "compose.yaml").read_text()))
+        (dest / "compose.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        build = subprocess.run(["docker", "compose", "build", "-q"], cwd=dest, env=env, capture_output=True,
+                               text=True, timeout=600)
+        assert build.returncode == 0, build.stderr
+        refused = _in(dest, env, "fix")  # the example's own volinit.yaml is the user's
+        assert refused.code == 2 and "not written by volinit fix" in refused.err, refused.err
+        (dest / "volinit.yaml").unlink()
+        copy.hashes = copy.hash()
+
+        res = _in(dest, env, "fix")
+        assert res.code == 0, res.err
+        for mode in (["--static"], []):
+            after = _in(dest, env, "check", *mode, "-f", "compose.yaml", "-f", fix.DEFAULT_OVERRIDE)
+            assert after.code == 0, f"check {mode} after fix:\n{after.out}\n{after.err}"
+        up = copy.compose("up", "-d", "--wait")
+        assert up.returncode == 0, up.stderr + copy.compose("logs").stdout
+        (name,) = [s for s in doc["services"]]
+        probe = copy.compose("exec", "-T", name, "python3", "-c",
+                             "import os, tempfile; fd, p = tempfile.mkstemp(); st = os.fstat(fd); "
+                             "print(st.st_uid, st.st_gid, p)")
+        assert probe.returncode == 0, probe.stderr
+        uid, gid, path = probe.stdout.split()
+        assert (uid, gid) == ("1000", "1000")
+        assert not path.startswith("/tmp/") or example == "non-root-web", path
+        assert copy.hash() == copy.hashes
+    finally:
+        copy.compose("down", "-v", "--remove-orphans", "--rmi", "local")

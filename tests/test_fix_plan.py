@@ -53,7 +53,7 @@ def test_seed_003_temp_goes_to_the_cache_volume_and_both_volumes_are_owned() -> 
     assert not p.refusals
     assert [(v.source, v.owner, v.dirs, v.role) for v in p.volumes] == [
         ("ocr-cache", Owner(1000, 1000), (DirPlan(".tmp", 0o700, "24h"),), "existing"),
-        ("ocr-models", Owner(1000, 1000), (), "existing"),
+        ("ocr-models", Owner(1000, 1000), (DirPlan("torch"),), "existing"),  # TORCH_HOME
     ]
     (w,) = p.workloads
     assert (w.name, w.env, w.mounts, w.gated) == ("ocr-service", (("TMPDIR", "/app/cache/.tmp"),), (), True)
@@ -229,3 +229,12 @@ def test_the_planner_imports_nothing_of_compose_or_kubernetes() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert imported <= {"__future__", "re", "dataclasses", "typing", "volinit.host.workload", "volinit.spec"}
+
+
+def test_an_owned_volume_gets_the_dirs_its_writers_variables_name() -> None:
+    """tempfile never creates TMPDIR: a volume the init owns gets the dirs the env names."""
+    web = Workload(name="web", user=U1000, mounts=(Mount("/app/scratch", VOLUME, "scratch"),),
+                   env=(("TMPDIR", "/app/scratch/tmp"), ("XDG_CACHE_HOME", "/app/scratch/xdg"), ("HF_HOME", "/elsewhere")))
+    p = plan([web], [finding(VOLUME_NOT_OWNED, "web", "/app/scratch")])
+    assert p.volumes[0].dirs == (DirPlan("tmp", 0o700, "24h"), DirPlan("xdg"))
+    assert p.workloads[0].env == ()

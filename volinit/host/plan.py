@@ -325,6 +325,23 @@ def _fix_temp(draft: _Draft, w: Workload) -> None:
     draft.note(w, f"TMPDIR={value}: temp files on a disk-backed volume, day-old orphans pruned")
 
 
+def _named_dirs(draft: _Draft, source: str, writers: Iterable[Workload]) -> None:
+    """The dirs the writers' TMPDIR and cache variables name on a volume the init owns:
+    tempfile never creates its dir, and a tool that makes its cache dir may not make parents."""
+    for w in writers:
+        env = dict(w.env) | draft.env.get(w.name, {})
+        for name in ("TMPDIR", *CACHE_DIRS):
+            value = env.get(name)
+            if not value or not value.startswith("/"):
+                continue
+            m = draft.mount_for(w, value)
+            if m is None or m.kind != VOLUME or m.source != source or m.read_only:
+                continue
+            rel = _rel(value, m.target)
+            if rel:
+                draft.add_dir(source, DirPlan(rel, TEMP_DIR_MODE, TEMP_PRUNE) if name == "TMPDIR" else DirPlan(rel))
+
+
 def _unknown_writers(draft: _Draft) -> None:
     """A workload whose uid is unknown and that writes a named volume: volinit cannot tell
     whether that volume needs an owner, nor which."""
@@ -361,6 +378,7 @@ def _freeze(draft: _Draft) -> FixPlan:
         if unknown or len(uids) > 1:
             continue
         owner = owners[0] if owners else Owner(0, 0)
+        _named_dirs(draft, source, writers)
         volumes.append(VolumePlan(
             source=source, owner=owner, mode=draft.modes.get(source),
             dirs=tuple(sorted(draft.volumes[source].values(), key=lambda d: d.path)),
