@@ -175,6 +175,8 @@ def test_initcontainer_gives_root_owned_claims_to_the_uid_then_reruns_in_o1(pod_
     cache = {line.split(" ", 3)[3]: line.split(" ")[1] for line in after["cache"]}
     assert cache["/v/.tmp"] == "700"  # TMPDIR's dir, made by the init for uid 1000
     assert "/v/datalab/f300" in cache
+    models = {line.split(" ", 3)[3] for line in after["models"]}
+    assert "/v/torch" in models  # TORCH_HOME's dir, so the app need not make it
 
     second = docker(*pod.run_args(pod.init, volinit_image), check=False)
     assert second.returncode == 0, second.stderr
