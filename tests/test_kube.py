@@ -156,6 +156,16 @@ def test_fix_never_writes_over_an_input(tmp_path: Path) -> None:
     assert m.read_text() == POD
 
 
+def test_fix_takes_null_lists(tmp_path: Path) -> None:
+    """`env:` or `initContainers:` with no value is YAML null; kubectl takes it as empty."""
+    text = POD.replace("      image: example/web:1\n", "      image: example/web:1\n      env:\n"
+                       "      securityContext: {readOnlyRootFilesystem: true}\n")
+    text = text.replace("  containers:\n", "  initContainers:\n  containers:\n")
+    res = volinit("fix", "-k", str(write(tmp_path / "m.yaml", text)), "-o", str(tmp_path / "o.yaml"), env=NO_ENGINE)
+    assert res.code == 0, res.err
+    assert check_json(tmp_path / "o.yaml")[0] == 0
+
+
 def test_fix_may_rewrite_its_own_output_but_no_foreign_component(tmp_path: Path) -> None:
     m = write(tmp_path / "m.yaml", POD)
     out = tmp_path / "out.yaml"

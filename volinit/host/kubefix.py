@@ -124,6 +124,13 @@ def fix(docs: list[kube.Document], *, owners: Optional[dict[str, Any]] = None, i
     return Result(text, objects, out_changes, gen_all, lines, notes)
 
 
+def _items(d: dict, key: str) -> list:
+    """d[key] as a list to add to: `key:` written with no value (null) counts as empty."""
+    if not isinstance(d.get(key), list):
+        d[key] = []
+    return d[key]
+
+
 def _comment(text: str) -> str:
     import textwrap
 
@@ -263,17 +270,17 @@ def _render_pod(p: kube.Pod, fplan: Any, image: str, docs: list[kube.Document], 
                 names.add(key)
         else:
             vol = {"name": vname, "emptyDir": {}}
-        spec.setdefault("volumes", []).append(vol)
+        _items(spec, "volumes").append(vol)
         ch.volumes.append(copy.deepcopy(vol))
     for wp in wplans:
         cname, w = mine[wp.name]
         c = containers[cname]
         for m in wp.mounts:
             vm = {"name": dns_label(m.source), "mountPath": m.target}
-            c.setdefault("volumeMounts", []).append(vm)
+            _items(c, "volumeMounts").append(vm)
             ch.containers.setdefault(cname, {}).setdefault("volumeMounts", []).append(dict(vm))
         for name, value in wp.env:
-            env = c.setdefault("env", [])
+            env = _items(c, "env")
             entry = next((e for e in env if e.get("name") == name), None)
             patch: dict[str, Any] = {"name": name, "value": value}
             if entry is None:
@@ -393,7 +400,7 @@ def _render_init(p: kube.Pod, vplans: list, image: str, i: int, ch: PodChanges,
         },
         "volumeMounts": mounts,
     }
-    inits = spec.setdefault("initContainers", [])
+    inits = _items(spec, "initContainers")
     if existing is not None:
         inits[inits.index(existing)] = init
     else:
@@ -401,7 +408,7 @@ def _render_init(p: kube.Pod, vplans: list, image: str, i: int, ch: PodChanges,
     ch.init = copy.deepcopy(init)
     if not any(v.get("name") == SPEC_VOLUME for v in spec.get("volumes") or []):
         vol = {"name": SPEC_VOLUME, "configMap": {"name": cm_name}}
-        spec.setdefault("volumes", []).append(vol)
+        _items(spec, "volumes").append(vol)
         ch.volumes.append(copy.deepcopy(vol))
 
 
