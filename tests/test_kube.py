@@ -403,3 +403,57 @@ def test_check_help_says_there_is_no_probe_for_kubernetes() -> None:
 
 
 _ = os  # os is used by the docker module that imports these helpers
+
+
+# --- any shape a YAML file can take: an error line, never a traceback ---------------------------
+
+def _leaf_paths(o: object, p: tuple = ()) -> list[tuple]:
+    out = [p] if p else []
+    if isinstance(o, dict):
+        for k, v in o.items():
+            out += _leaf_paths(v, p + (k,))
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            out += _leaf_paths(v, p + (i,))
+    return out
+
+
+_SEED_OBJECTS = [o for seed in SEED_DIRS for f in ("before/manifest.yaml", "after/manifest.yaml")
+                 for o in yaml.safe_load_all((seed / f).read_text()) if o and o["kind"] == "Deployment"]
+
+
+def test_malformed_fields_are_manifest_errors(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each field of the seed workloads (before and after fix) replaced by a value of another
+    shape: the reader, the rules and fix either work or raise a VolinitError (one line,
+    exit 2), never anything else."""
+    import copy
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from volinit.errors import VolinitError
+    from volinit.host import rules
+
+    values = st.sampled_from([None, "", "x", 0, -1, 1.5, True, [], {}, ["a"], {"a": 1}, "/tmp", "1Gi"])
+    d = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        obj = copy.deepcopy(data.draw(st.sampled_from(_SEED_OBJECTS)))
+        for _ in range(data.draw(st.integers(1, 3))):
+            path = data.draw(st.sampled_from(_leaf_paths(obj)))
+            node = obj
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = data.draw(values)
+        f = d / "m.yaml"
+        f.write_text(yaml.safe_dump(obj))
+        try:
+            docs = kube.load([str(f)])
+            rules.static_findings(kube.workloads(docs), min_temp=rules.DEFAULT_MIN_TEMP)
+            kubefix.kustomize_files(kubefix.fix(docs, min_temp=rules.DEFAULT_MIN_TEMP))
+        except VolinitError as exc:
+            assert "\n" not in exc.line()
+
+    run()

@@ -199,6 +199,13 @@ def _check_object(doc: Document) -> None:
         value = doc.obj.get(key)
         if not isinstance(value, str) or not value:
             raise ManifestError(doc.where, f"no {key}", f"every Kubernetes object needs {key}:")
+    # what every writer here reads of any object: its name, namespace and labels
+    at = _At(doc)
+    meta = at.map(doc.obj, ".", "metadata")
+    at.str(meta, "metadata", "name")
+    at.str(meta, "metadata", "namespace")
+    at.map(meta, "metadata", "labels")
+    at.map(meta, "metadata", "annotations")
 
 
 def looks_like_manifest(path: str) -> bool:
@@ -226,15 +233,20 @@ class _At:
                              fix or "fix the manifest (kubectl apply would refuse it)")
 
     def map(self, d: Any, key: str, name: str) -> dict:
-        v = d.get(name) if isinstance(d, dict) else None
+        v = self.get(d, key, name)
         if v is None:
             return {}
         if not isinstance(v, dict):
             raise self.fail(f"{key}.{name}", f"expected a mapping, got {type(v).__name__}")
         return v
 
+    def get(self, d: Any, key: str, name: str) -> Any:
+        if not isinstance(d, dict):
+            raise self.fail(key or ".", f"expected a mapping, got {type(d).__name__}")
+        return d.get(name)
+
     def list(self, d: dict, key: str, name: str) -> list:
-        v = d.get(name)
+        v = self.get(d, key, name)
         if v is None:
             return []
         if not isinstance(v, list):
@@ -242,7 +254,7 @@ class _At:
         return v
 
     def int(self, d: dict, key: str, name: str) -> Optional[int]:
-        v = d.get(name)
+        v = self.get(d, key, name)
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -250,7 +262,7 @@ class _At:
         return v
 
     def bool(self, d: dict, key: str, name: str) -> Optional[bool]:
-        v = d.get(name)
+        v = self.get(d, key, name)
         if v is None:
             return None
         if not isinstance(v, bool):
@@ -258,7 +270,7 @@ class _At:
         return v
 
     def str(self, d: dict, key: str, name: str) -> str:
-        v = d.get(name)
+        v = self.get(d, key, name)
         if v is None:
             return ""
         if not isinstance(v, str):

@@ -101,8 +101,8 @@ def fix(docs: list[kube.Document], *, owners: Optional[dict[str, Any]] = None, i
         first = fplan.refusals[0]
         more = f" (and {len(fplan.refusals) - 1} more)" if len(fplan.refusals) > 1 else ""
         raise FixRefused("fix", f"{first.service} {first.path}", first.why + more, first.fix)
-    specs = {(_ns(d.obj), d.name): str((d.obj.get("data") or {}).get(SPEC_KEY) or "")
-             for d in docs if d.kind == "ConfigMap" and _managed(d.obj)}
+    specs = {(_ns(d.obj), d.name): str(d.obj["data"].get(SPEC_KEY) or "")
+             for d in docs if d.kind == "ConfigMap" and _managed(d.obj) and isinstance(d.obj.get("data"), dict)}
     for p in pods:
         _render_pod(p, fplan, image, docs, changes, generated, names, lines, specs)
     objects: list[dict] = []
