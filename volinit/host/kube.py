@@ -348,7 +348,7 @@ def _claim_templates(doc: Document, at: _At) -> set[str]:
 
 def _volume_mount(vol: dict, name: str, key: str, at: _At) -> Mount:
     """What one pod volume is to the rules: its kind, size, source and writability."""
-    if vol.get("emptyDir") is not None:
+    if "emptyDir" in vol:  # `emptyDir:` with no value is an emptyDir too
         ed = at.map(vol, key, "emptyDir")
         size = None
         if ed.get("sizeLimit") is not None:
@@ -360,21 +360,21 @@ def _volume_mount(vol: dict, name: str, key: str, at: _At) -> Mount:
         if ed.get("medium") == "Memory":
             return Mount("", TMPFS, source=name, size=size, mode=EMPTYDIR_MODE)
         return Mount("", SCRATCH, source=name, size=size)
-    if vol.get("persistentVolumeClaim") is not None:
+    if "persistentVolumeClaim" in vol:
         pvc = at.map(vol, key, "persistentVolumeClaim")
         claim = at.str(pvc, f"{key}.persistentVolumeClaim", "claimName")
         # never filled from the image (Docker copies the image's dir into a new named volume,
         # Kubernetes does not): a new claim's root is what the provisioner made, 0:0 on most
         return Mount("", VOLUME, source=claim or name, read_only=bool(at.bool(pvc, key, "readOnly")),
                      no_copy=True, image_dir=False)
-    if vol.get("hostPath") is not None:
+    if "hostPath" in vol:
         hp = at.map(vol, key, "hostPath")
         return Mount("", BIND, source=at.str(hp, f"{key}.hostPath", "path"))
-    if vol.get("ephemeral") is not None:
+    if "ephemeral" in vol:
         # a generic ephemeral volume: a PVC made for the pod and deleted with it
         return Mount("", SCRATCH, source=name)
     for src in CONFIG_SOURCES:
-        if vol.get(src) is not None:
+        if src in vol:
             return Mount("", CONFIG, source=name, read_only=True)
     # nfs, csi, iscsi, cloud disks...: storage that outlives the pod, like a PVC
     other = [k for k in vol if k != "name"]
