@@ -321,12 +321,18 @@ def check_cmd(
 ) -> None:
     """Find, before `up`, where a service would die on its temp dir, caches or volumes.
 
-    Reads the project through `docker compose config`, applies the rules no-temp-dir,
-    cache-unwritable, temp-too-small, volume-not-owned and state-not-persistent, then
+    Reads the project through `docker compose config`, applies the rules below, then
     proves them with a probe in a throwaway copy of each service's container, as its
-    user (no service code runs, nothing is created). Needs the Docker SDK
-    (pip install 'volinit[docker]'); the probe comes from $VOLINIT_IMAGE, else
-    volinit:latest. Exit 0 clean, 1 findings, 2 usage or compose error.
+    user (no service code runs, nothing is created).
+
+    \b
+    Rules: no-temp-dir, cache-unwritable, temp-too-small, volume-not-owned,
+           state-not-persistent (README: "Checking a project before it runs").
+
+    The probe needs the Docker SDK (pip install 'volinit[docker]') and comes from
+    $VOLINIT_IMAGE, else volinit:latest; --static needs neither.
+
+    Exit 0 clean, 1 findings, 2 usage or compose error, or no engine without --static.
 
     \b
     Example:

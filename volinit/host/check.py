@@ -156,7 +156,8 @@ def _report(workloads: list[Workload], findings: list[Finding], notes: dict[str,
             for note in notes.get(w.name, []):
                 print(one_line(f"volinit: note: {w.name}: {note}"), file=sys.stderr)
         if sys.stdout.isatty():
-            _table(findings)
+            if findings:
+                _table(findings)
         else:
             for f in findings:
                 print(one_line(f"{f.id} {f.service} {f.path} [{f.source}]: {f.message} (fix: {f.fix})"))

@@ -148,8 +148,9 @@ def _tmpfs_mount(target: str, opts: dict[str, str]) -> Mount:
     size = parse_size(opts["size"]) if "size" in opts else None
     mode = int(opts["mode"], 8) if re.fullmatch(r"[0-7]{1,4}", opts.get("mode", "")) else None
     owner = None
-    if "uid" in opts or "gid" in opts:
-        owner = (int(opts.get("uid", "0")), int(opts.get("gid", "0")))
+    uid, gid = opts.get("uid", "0"), opts.get("gid", "0")
+    if ("uid" in opts or "gid" in opts) and uid.isdigit() and gid.isdigit():
+        owner = (int(uid), int(gid))
     return Mount(target=posixpath.normpath(target), kind=TMPFS, read_only="ro" in opts, size=size,
                  mode=mode, owner=owner)
 
