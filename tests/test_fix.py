@@ -24,6 +24,8 @@ import pytest
 import yaml
 from check_support import check_images  # noqa: F401, F811 - a fixture
 from helpers import Result, volinit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from volinit import spec as specmod
 from volinit.errors import OperationError, UsageError
@@ -244,6 +246,9 @@ def test_fix_makes_check_clean_and_the_service_writes_as_uid_1000(project: Copy)
     uid, gid, runs_as, tempdir = probe.stdout.split()
     assert (uid, gid, runs_as) == ("1000", "1000", "1000")
     assert temp.startswith(tempdir + "/")
+    after_up = project.volinit("fix", "-f", "compose.yaml")  # the volumes exist now: same plan
+    assert after_up.code == 0 and "unchanged" in after_up.err, after_up.err
+    assert {n: (project.dir / n).read_bytes() for n in written} == written
     assert project.hash() == project.hashes  # the user's files never changed
 
 
@@ -401,3 +406,20 @@ def test_an_example_without_its_volinit_parts_is_fixed_and_comes_up(example: str
         assert copy.hash() == copy.hashes
     finally:
         copy.compose("down", "-v", "--remove-orphans", "--rmi", "local")
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.text(alphabet="ab.-_ :#'\"{}[],&*!|>%@`~?\\\n\t\u00e9", min_size=1, max_size=10),
+                      min_size=1, max_size=4))
+def test_any_dir_name_the_plan_holds_reaches_the_spec_as_itself(names: list[str]) -> None:
+    rels = []
+    for name in names:
+        try:
+            rel = specmod.parse_rel_dir(name, "k")
+        except specmod.SpecError:
+            continue
+        if rel not in rels:
+            rels.append(rel)
+    plan = FixPlan(volumes=(VolumePlan("v", Owner(1000, 1000), dirs=tuple(DirPlan(r) for r in rels)),))
+    loaded = specmod.loads(fix.render_spec(plan, {"v": "v"}, "compose.volinit.yaml"))
+    assert [d.path for d in loaded.volumes[0].dirs] == rels

@@ -228,7 +228,7 @@ def test_the_planner_imports_nothing_of_compose_or_kubernetes() -> None:
     tree = ast.parse(inspect.getsource(planmod))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert imported <= {"__future__", "re", "dataclasses", "typing", "volinit.host.workload", "volinit.spec"}
+    assert imported <= {"__future__", "posixpath", "re", "dataclasses", "typing", "volinit.host.workload", "volinit.spec"}
 
 
 def test_an_owned_volume_gets_the_dirs_its_writers_variables_name() -> None:
@@ -238,3 +238,18 @@ def test_an_owned_volume_gets_the_dirs_its_writers_variables_name() -> None:
     p = plan([web], [finding(VOLUME_NOT_OWNED, "web", "/app/scratch")])
     assert p.volumes[0].dirs == (DirPlan("tmp", 0o700, "24h"), DirPlan("xdg"))
     assert p.workloads[0].env == ()
+
+
+def test_a_tmpdir_that_climbs_out_of_its_volume_is_not_taken_for_one_on_it() -> None:
+    svc = Workload(name="svc", user=U1000, read_only_root=True, mounts=(Mount("/app/cache", VOLUME, "c"),),
+                   env=(("TMPDIR", "/app/cache/../etc"),))
+    p = plan([svc], [finding(NO_TEMP_DIR, "svc", "/app/etc")])
+    assert p.workloads[0].env == (("TMPDIR", "/app/cache/.tmp"),)
+    assert p.volumes[0].dirs == (DirPlan(".tmp", 0o700, "24h"),)
+
+
+def test_an_init_of_the_users_own_is_not_a_writer_to_gate_or_to_count() -> None:
+    app = Workload(name="app", user=U1000, mounts=(Mount("/d", VOLUME, "v"),))
+    theirs = Workload(name="chown-once", user=User(0, 0), init=True, mounts=(Mount("/v", VOLUME, "v"),))
+    p = plan([app, theirs], [finding(VOLUME_NOT_OWNED, "app", "/d")])
+    assert p.volumes[0].writers == ("app",) and [w.name for w in p.workloads] == ["app"]

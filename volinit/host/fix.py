@@ -88,8 +88,8 @@ def run(files: Sequence[str], override: Optional[str], spec_file: Optional[str],
     fix_plan = plan.plan(workloads, findings, owners)
     if fix_plan.refusals:
         for r in fix_plan.refusals:
-            error(f"cannot fix {r.service} {r.path}: {r.why} ({r.fix})")
-        error("nothing was written")
+            error(f"cannot fix service {r.service} at {r.path}: {r.why} ({r.fix})")
+        say("nothing was written")
         return EXIT_FAILED
     if fix_plan.empty:
         say("nothing to fix: the static checks find nothing in " + ", ".join(_show(p) for p in inputs))
@@ -293,8 +293,12 @@ def _scalar(text: str) -> str:
     """text as a YAML scalar the spec loader reads back as that string."""
     import yaml
 
-    if _PLAIN.fullmatch(text) and not text.endswith(" ") and yaml.safe_load(text) == text:
-        return text
+    if _PLAIN.fullmatch(text) and not text.endswith(" "):
+        try:
+            if yaml.safe_load(text) == text:
+                return text
+        except yaml.YAMLError:  # "..." or "---" alone end or start a document
+            pass
     return json.dumps(text)  # a JSON string is a YAML double-quoted scalar
 
 

@@ -11,6 +11,7 @@ tmpfs an override cannot take away.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
@@ -113,7 +114,6 @@ class _Draft:
         self.mounts: dict[str, dict[str, Mount]] = {}
         self.why: dict[str, list[str]] = {}
         self.refusals: list[Refusal] = []
-        self.forced_owner: dict[str, Owner] = {}  # new volumes: their one writer's owner
 
     # -- facts -------------------------------------------------------------------------------
     def owner_of(self, w: Workload) -> Optional[Owner]:
@@ -134,9 +134,11 @@ class _Draft:
         return sorted(found, key=lambda m: m.target)
 
     def writers(self, source: str) -> list[Workload]:
+        """The workloads that mount source read-write, an init of the user's own aside (it
+        runs to completion before its services, and is not one of them)."""
         return sorted((w for w in self.workloads.values()
-                       if any(m.kind == VOLUME and m.source == source and not m.read_only
-                              for m in self.all_mounts(w))), key=lambda w: w.name)
+                       if not w.init and any(m.kind == VOLUME and m.source == source and not m.read_only
+                                             for m in self.all_mounts(w))), key=lambda w: w.name)
 
     def mounted_anywhere(self, source: str) -> list[tuple[str, Mount]]:
         return [(w.name, m) for w in self.workloads.values() for m in w.mounts
@@ -188,6 +190,14 @@ def _volume_name(service: str, path: str) -> str:
     slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", path.strip("/")).strip("-.")
     name = NEW_VOLUME_PREFIX + service + (f"-{slug}" if slug else "")
     return name
+
+
+def _abs(w: Workload, value: Optional[str]) -> str:
+    """A path from the environment as the process resolves it: relative to its working dir,
+    with no '..' left to climb out of the volume it seems to be on."""
+    if not value:
+        return ""
+    return posixpath.normpath(posixpath.join(w.working_dir or "/", value))
 
 
 def _rel(path: str, target: str) -> str:
@@ -261,7 +271,7 @@ def _fix_state(draft: _Draft, w: Workload, path: str) -> None:
 
 def _cache_vars(w: Workload, path: str) -> list[str]:
     """The variables that put a cache at path: set to it, or HOME where XDG falls back."""
-    names = [n for n in CACHE_DIRS if (w.getenv(n) or "").rstrip("/") == path.rstrip("/")]
+    names = [n for n in CACHE_DIRS if w.getenv(n) and _abs(w, w.getenv(n)) == posixpath.normpath(path)]
     if names:
         return names
     home = w.getenv("HOME") or w.home
@@ -308,7 +318,7 @@ def _home_volume(draft: _Draft, w: Workload) -> Mount:
 
 
 def _fix_temp(draft: _Draft, w: Workload) -> None:
-    current = w.getenv("TMPDIR")
+    current = _abs(w, w.getenv("TMPDIR"))
     if current:
         m = draft.mount_for(w, current)
         if m is not None and m.kind == VOLUME and m.source and not m.read_only:
@@ -331,8 +341,8 @@ def _named_dirs(draft: _Draft, source: str, writers: Iterable[Workload]) -> None
     for w in writers:
         env = dict(w.env) | draft.env.get(w.name, {})
         for name in ("TMPDIR", *CACHE_DIRS):
-            value = env.get(name)
-            if not value or not value.startswith("/"):
+            value = _abs(w, env.get(name))
+            if not value:
                 continue
             m = draft.mount_for(w, value)
             if m is None or m.kind != VOLUME or m.source != source or m.read_only:
