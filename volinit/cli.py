@@ -320,6 +320,8 @@ def check_cmd(
     persist: List[str] = typer.Option([], "--persist", metavar="SERVICE:PATH",
                                       help="A dir whose data must outlive the container (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    manifests: List[str] = typer.Option([], "-k", "--manifest", metavar="MANIFEST",
+                                        help="Kubernetes manifest file or dir instead of compose (repeatable)."),
 ) -> None:
     """Find, before `up`, where a service would die on its temp dir, caches or volumes.
 
@@ -341,6 +343,12 @@ def check_cmd(
       volinit check
       volinit check -f compose.yaml -f compose.prod.yaml --profile gpu --json
       volinit check --static --persist api:/app/media --min-temp 2G
+      volinit check -k deploy/ --persist deployment/api:/data
+
+    With -k (Kubernetes manifests: Pod, Deployment, StatefulSet, DaemonSet, Job,
+    CronJob) the check is static only: no probe runs, since nothing here runs a pod as a
+    kubelet would. A container is named kind/name, or kind/name/container in a pod with
+    several. A -f file whose documents all have apiVersion and kind is read as -k.
     """
 
     def go() -> int:
@@ -348,7 +356,8 @@ def check_cmd(
 
         return check.run(check.Options(files=list(files), project_directory=project_directory,
                                        profiles=list(profiles), services=list(services), static=static,
-                                       min_temp=min_temp, persist=list(persist), as_json=as_json))
+                                       min_temp=min_temp, persist=list(persist), as_json=as_json,
+                                       manifests=list(manifests)))
 
     run(go)
 
@@ -364,6 +373,12 @@ def fix_cmd(
     owners: List[str] = typer.Option([], "--owner", metavar="SERVICE=UID:GID",
                                      help="The uid:gid a service runs as, when its image is not here (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print both files; write nothing."),
+    manifests: List[str] = typer.Option([], "-k", "--manifest", metavar="FILE",
+                                        help="Kubernetes manifests to patch instead (repeatable); -o is then OUT."),
+    kustomize: Optional[str] = typer.Option(None, "--kustomize", metavar="DIR",
+                                            help="With -k: also write the change as a kustomize component in DIR."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="IMAGE",
+                                        help="With -k: the initContainer's image [default: the published one]."),
 ) -> None:
     """Write a compose override and the spec it mounts so the project's services can
     write their temp and cache dirs: a hardened volinit init service that gives each
@@ -379,11 +394,19 @@ def fix_cmd(
       volinit fix -f compose.yaml
       docker compose -f compose.yaml -f compose.volinit.yaml up -d --wait
       volinit fix -f compose.yaml -f compose.prod.yaml --owner worker=1000:1000 --dry-run
+    Example (Kubernetes: patched manifests plus the spec's ConfigMap, one YAML stream):
+      volinit fix -k deploy/app.yaml -o deploy/app.volinit.yaml && kubectl apply -f deploy/app.volinit.yaml
+      volinit fix -k deploy/app.yaml --kustomize deploy/volinit   # components: [volinit]
     """
 
     def go() -> int:
-        from volinit.host import fix
+        from volinit.host import fix, kubefix
 
+        if manifests and files:
+            raise UsageError("-k", "", "cannot be combined with -f", "fix compose files and manifests in two runs")
+        if manifests or kustomize or image or kubefix.all_manifests(list(files)):
+            return kubefix.run(list(manifests or files), override, kustomize, list(owners), image, dry_run,
+                               spec_file, say)
         return fix.run(list(files), override, spec_file, list(owners), dry_run, say, error)
 
     run(go)

@@ -30,6 +30,7 @@ class Options:
     persist: list[str] = field(default_factory=list)
     as_json: bool = False
     volinit_image: Optional[str] = None
+    manifests: list[str] = field(default_factory=list)  # -k: Kubernetes manifests, checked statically
 
 
 def parse_persist(items: list[str]) -> dict[str, list[str]]:
@@ -45,12 +46,31 @@ def parse_persist(items: list[str]) -> dict[str, list[str]]:
 
 def gather(opts: Options, client: Any, engine_why: str) -> tuple[list[Workload], str]:
     """The workloads to check and a label for where they came from. One branch per source:
-    compose files today (Kubernetes manifests join here)."""
+    compose files, or Kubernetes manifests (-k, or -f files that are manifests)."""
+    from volinit.host import kube
     from volinit.host.compose import load_project
+
+    if kube_sources(opts):
+        return kube.load_workloads(kube_sources(opts), list(opts.services), client), "manifests"
 
     project = load_project(list(opts.files), opts.project_directory, list(opts.profiles), list(opts.services),
                            client=client, engine_why=engine_why)
     return list(project.workloads), project.name
+
+
+def kube_sources(opts: Options) -> list[str]:
+    """-k paths, or -f files that are all Kubernetes manifests (every document has apiVersion
+    and kind, which a compose file never has)."""
+    from volinit.host.kube import looks_like_manifest
+
+    if opts.manifests:
+        if opts.files or opts.profiles or opts.project_directory:
+            raise UsageError("-k", "", "cannot be combined with compose's -f, --profile or --project-directory",
+                             "check the compose project and the manifests in two runs")
+        return list(opts.manifests)
+    if opts.files and all(looks_like_manifest(f) for f in opts.files):
+        return list(opts.files)
+    return []
 
 
 def run(opts: Options) -> int:
@@ -59,7 +79,8 @@ def run(opts: Options) -> int:
 
     min_temp = parse_size(opts.min_temp, "--min-temp") if opts.min_temp is not None else DEFAULT_MIN_TEMP
     persist = parse_persist(list(opts.persist))
-    if opts.static:
+    kube = bool(kube_sources(opts))  # no probe: nothing here runs a pod as the kubelet would
+    if opts.static or kube:
         client, engine_why = connect(required=False)
     else:
         client, engine_why = connect(required=True, why="the dynamic check needs a Docker engine")
@@ -73,9 +94,13 @@ def run(opts: Options) -> int:
                  for w in workloads]
 
     findings = static_findings(workloads, min_temp=min_temp, min_temp_for_all=opts.min_temp is not None)
+    if kube:
+        from volinit.host.kube import in_kubernetes_words
+
+        findings = [in_kubernetes_words(f) for f in findings]
     notes: dict[str, list[str]] = {w.name: list(w.notes) for w in workloads}
     probed: dict[str, bool] = {w.name: False for w in workloads}
-    if not opts.static:
+    if not opts.static and not kube:
         findings = _prove(workloads, findings, client, min_temp, opts, notes, probed)
     _report(workloads, findings, notes, probed, opts.as_json)
     return EXIT_FAILED if findings else EXIT_OK
