@@ -16,7 +16,7 @@ import kubernetes_validate  # the dev extra: CI must have it
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, unavailable
 from volinit.host import kube, kubefix, rules
 
 VERSIONS = ("1.30.0", "1.33.0", "1.35.0")
@@ -154,7 +154,7 @@ def test_fix_output_validates_and_checks_clean_for_every_kind(kind: str, tmp_pat
 def test_validation_runs_offline(tmp_path: Path) -> None:
     """No network namespace, no schema download: the bundled schemas answer."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare(1) for a network namespace")
+        unavailable("needs root and unshare(1) for a network namespace")
     code = ("import sys, yaml, kubernetes_validate as kv\n"
             "for o in yaml.safe_load_all(open(sys.argv[1])):\n"
             "    o and [kv.validate(o, v, strict=True) for v in sys.argv[2:]]\n")
