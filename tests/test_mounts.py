@@ -53,10 +53,26 @@ def host_dir(where: Path) -> Path:
 
 
 def test_mount_table_paths_are_unescaped() -> None:
+    # the kernel escapes space, tab, newline and backslash, but a carriage return comes as is
     table = (b"36 25 8:1 / /data rw - ext4 /dev/sda1 rw\n"
              b"37 36 8:1 /x /data/a\\040b\\012c rw - ext4 /dev/sda1 rw\n"
-             b"38 36 0:5 / /data/a\\040b\\012c rw - tmpfs tmpfs rw\n")
-    assert mounts.mount_points(table) == {b"/data": {36}, b"/data/a b\nc": {37, 38}}
+             b"38 36 0:5 / /data/a\\040b\\012c rw - tmpfs tmpfs rw\n"
+             b"39 36 0:6 / /data/cr\rx/m rw - tmpfs tmpfs rw\n")
+    assert mounts.mount_points(table) == {b"/data": {36}, b"/data/a b\nc": {37, 38}, b"/data/cr\rx/m": {39}}
+
+
+def test_a_mount_point_named_with_a_carriage_return_is_still_left_alone(public_dir: Path) -> None:
+    box = Path(public_dir) / f"cr-{os.getpid()}"
+    vol, outside = box / "vol", host_dir(box / "outside")
+    make_files(vol, 1, 2)
+    try:
+        with bind(outside, vol / "a\rb"):
+            before = owners(outside)
+            run = volinit("apply", str(vol), "--owner", "1000:1000", "--chown", "always")
+            assert run.code == 0, run.err
+            assert owners(outside) == before and "1 another mount" in run.err
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(box)], check=False)
 
 
 @pytest.mark.parametrize("argv", [

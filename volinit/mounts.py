@@ -61,11 +61,18 @@ def _unescape(field: bytes) -> bytes:
 def mount_points(table: bytes) -> dict[bytes, set[int]]:
     """Mount point path -> ids of the mounts on it (several when mounts are stacked)."""
     points: dict[bytes, set[int]] = {}
-    for line in table.splitlines():
+    # Lines end at "\n" only: the kernel escapes space, tab, newline and backslash in a
+    # path, but not a carriage return, which bytes.splitlines() would also split at.
+    for line in table.split(b"\n"):
         fields = line.split(b" ")
         if len(fields) < 5:
             continue
-        points.setdefault(_unescape(fields[4]), set()).add(int(fields[0]))
+        try:
+            mount = int(fields[0])
+        except ValueError:
+            raise OperationError("cannot read", MOUNTINFO, f"a line it cannot parse: {line[:200]!r}",
+                                 "volinit must see every mount inside a volume to leave it alone") from None
+        points.setdefault(_unescape(fields[4]), set()).add(mount)
     return points
 
 
