@@ -27,7 +27,7 @@ def test_every_command_is_documented_with_an_example() -> None:
 def test_top_level_help_lists_exit_codes_and_env() -> None:
     res = volinit("--help")
     assert res.code == 0
-    for word in ("130 interrupted", "2 usage or spec error", "VOLINIT_SPEC", "VOLINIT_IMAGE", "VOLINIT_WORKERS",
+    for word in ("130 interrupted", "2 usage, spec, compose or manifest error", "VOLINIT_SPEC", "VOLINIT_IMAGE", "VOLINIT_WORKERS",
                  *COMMANDS):
         assert word in res.out
 

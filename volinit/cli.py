@@ -40,10 +40,18 @@ Runs as a one-shot init container (reads /etc/volinit/volinit.yaml by default), 
 ad-hoc repair, or as a check before the service starts.
 
 \b
-Exit codes: 0 done (also "nothing to do"), 1 something could not be done or doctor
-found problems, 2 usage or spec error (nothing touched), 130 interrupted, 143 terminated.
+Exit codes: 0 done (also "nothing to do"), 1 something could not be done, doctor or
+check found problems, or fix refused, 2 usage, spec, compose or manifest error (nothing
+touched), 130 interrupted, 143 terminated.
 Environment: VOLINIT_SPEC (spec path for apply), VOLINIT_IMAGE (image for repair and check),
 VOLINIT_WORKERS (walking processes for apply and prune; default one per CPU).
+
+\b
+Example:
+  volinit apply                     # the init service: /etc/volinit/volinit.yaml
+  volinit apply /app/cache --owner 1000:1000 --dir .tmp --prune 24h
+  volinit check                     # a compose project, before `up`
+  volinit fix                       # then: docker compose -f compose.yaml -f compose.volinit.yaml up
 """,
 )
 
@@ -336,7 +344,8 @@ def check_cmd(
     The probe needs the Docker SDK (pip install 'volinit[docker]') and comes from
     $VOLINIT_IMAGE, else volinit:latest; --static needs neither.
 
-    Exit 0 clean, 1 findings, 2 usage or compose error, or no engine without --static.
+    Exit 0 clean, 1 findings, 2 usage, compose or manifest error, or (without --static) no
+    engine or no volinit image.
 
     \b
     Example:
@@ -371,14 +380,17 @@ def fix_cmd(
     spec_file: Optional[str] = typer.Option(None, "--spec-file", metavar="FILE",
                                             help="Spec to write [default: volinit.yaml beside the override]."),
     owners: List[str] = typer.Option([], "--owner", metavar="SERVICE=UID:GID",
-                                     help="The uid:gid a service runs as, when its image is not here (repeatable)."),
+                                     help="The uid:gid a service (with -k: KIND/NAME) runs as, when its image is "
+                                          "not here (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print both files; write nothing."),
     manifests: List[str] = typer.Option([], "-k", "--manifest", metavar="FILE",
-                                        help="Kubernetes manifests to patch instead (repeatable); -o is then OUT."),
+                                        help="Kubernetes manifests to patch instead (repeatable); -o is then OUT "
+                                             "[default: stdout]."),
     kustomize: Optional[str] = typer.Option(None, "--kustomize", metavar="DIR",
                                             help="With -k: also write the change as a kustomize component in DIR."),
     image: Optional[str] = typer.Option(None, "--image", metavar="IMAGE",
-                                        help="With -k: the initContainer's image [default: the published one]."),
+                                        help="With -k: the initContainer's image "
+                                             "[default: ghcr.io/volinit/volinit:0.1]."),
 ) -> None:
     """Write a compose override and the spec it mounts so the project's services can
     write their temp and cache dirs: a hardened volinit init service that gives each
