@@ -21,8 +21,9 @@ import pytest
 from helpers import make_chain, volinit
 from test_security import make_files, owners, tmpfs
 
-from volinit import mounts, spec
+from volinit import mounts, spec, walk
 from volinit.apply import apply_volume
+from volinit.prune import prune_dir
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -58,7 +59,9 @@ def test_mount_table_paths_are_unescaped() -> None:
              b"37 36 8:1 /x /data/a\\040b\\012c rw - ext4 /dev/sda1 rw\n"
              b"38 36 0:5 / /data/a\\040b\\012c rw - tmpfs tmpfs rw\n"
              b"39 36 0:6 / /data/cr\rx/m rw - tmpfs tmpfs rw\n")
-    assert mounts.mount_points(table) == {b"/data": {36}, b"/data/a b\nc": {37, 38}, b"/data/cr\rx/m": {39}}
+    lines = [(m.id, m.parent, m.point, m.fstype) for m in mounts.parse_table(table)]
+    assert lines == [(36, 25, b"/data", b"ext4"), (37, 36, b"/data/a b\nc", b"ext4"), (38, 36, b"/data/a b\nc", b"tmpfs"),
+                     (39, 36, b"/data/cr\rx/m", b"tmpfs")]
 
 
 def test_a_mount_point_named_with_a_carriage_return_is_still_left_alone(public_dir: Path) -> None:
@@ -219,9 +222,8 @@ def test_a_dirs_entry_volinit_did_not_make_is_refused_and_nothing_changes(public
         run = volinit("apply", str(vol), "--owner", "1000:1000", "--chown", "always", "--dir", ".tmp",
                       "--prune", "1d")
         assert run.code == 1
-        assert run.errors == [f"volinit: error: will not adopt {vol}/.tmp: it is owned by 0:0, neither by 1000 "
-                              "nor by the owner of the dir it is in, so volinit did not make it "
-                              "(move it aside; volinit then makes a fresh one)"]
+        assert run.errors == [f"volinit: error: will not adopt {vol}/.tmp: it is the filesystem's lost+found "
+                              "(inode 11), renamed (move it back to lost+found; volinit then makes a fresh dir)"]
         assert owners(vol) == before  # the orphan was neither pruned nor given away
         # moved aside, a fresh .tmp is made
         as_uid_1000("mv", str(vol / ".tmp"), str(vol / "aside"))
@@ -284,9 +286,10 @@ def test_a_chgrp_of_the_root_costs_one_walk_and_the_next_start_is_quick_again(tm
 def test_mount_points_that_keep_moving_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     vol = tmp_path / "vol"
     vol.mkdir()
-    table = f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 8:1 /x {vol}/gone rw - ext4 /dev/sda1 rw\n".encode()
-    monkeypatch.setattr(mounts, "_read_table", lambda: table)
     fd = os.open(vol, os.O_RDONLY | os.O_DIRECTORY)
+    own = mounts.mount_id(fd)
+    table = f"{own} 0 8:1 / / rw - ext4 /dev/sda1 rw\n9999 {own} 8:1 /x {vol}/gone rw - ext4 /dev/sda1 rw\n"
+    monkeypatch.setattr(mounts, "_read_table", lambda: table.encode())
     try:
         with pytest.raises(mounts.OperationError) as err:
             mounts.volume_mounts(fd, str(vol))
@@ -322,3 +325,115 @@ def test_a_dir_moved_away_while_the_walk_is_deep_below_it_is_walked_again(tmp_pa
     assert moved and rep.skips.counts.get("changed during walk", 0) >= 1
     assert {o[:2] for o in owners(vol).values()} == {(1000, 1000)}
     assert os.stat(vol / "moved" / "d" / "d" / "d" / "d" / "d" / "f0").st_uid == 1000
+
+
+def test_a_root_dir_renamed_onto_a_dirs_entry_is_refused_by_owner(public_dir: Path) -> None:
+    vol = Path(public_dir) / f"adopt-{os.getpid()}"
+    make_files(vol / "root-only", 1, 2, mtime=time.time() - 3 * DAY)  # root's, beside .tmp
+    os.chown(vol, 1000, 1000)
+    as_uid_1000("mv", str(vol / "root-only"), str(vol / ".tmp"))
+    before = owners(vol)
+    run = volinit("apply", str(vol), "--owner", "1000:1000", "--dir", ".tmp", "--prune", "1d")
+    assert run.code == 1
+    assert run.errors == [f"volinit: error: will not adopt {vol}/.tmp: it is owned by 0:0, neither by 1000 "
+                          "nor by the owner of the dir it is in, so volinit did not make it "
+                          "(move it aside; volinit then makes a fresh one)"]
+    assert owners(vol) == before
+    # the fd prune would use is checked itself, not a name checked earlier (no window between)
+    fd = os.open(vol, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(walk.OperationError, match="will not adopt .tmp"):
+            walk.open_existing_dir(fd, ".tmp", 1000, mounts.volume_mounts(fd, str(vol)))
+    finally:
+        os.close(fd)
+
+
+def test_lost_found_renamed_onto_a_dirs_entry_of_an_all_root_volume_is_refused(public_dir: Path) -> None:
+    # an old volume, all root's, whose root any uid can write: the owner rule alone would adopt it
+    with ext4(Path(public_dir) / f"ext4-allroot-{os.getpid()}") as vol:
+        orphan(vol)
+        os.chmod(vol, 0o777)
+        as_uid_1000("mv", str(vol / "lost+found"), str(vol / "cache"))
+        run = volinit("apply", str(vol), "--owner", "1000:1000", "--dir", "cache", "--prune", "1h")
+        assert run.code == 1 and "it is the filesystem's lost+found (inode 11), renamed" in run.err
+        st = os.stat(vol / "cache" / "#1234")
+        assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_a_dir_swapped_in_for_the_one_volinit_just_made_is_refused(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    vol = tmp_path / "vol"
+    make_files(vol / "db", 1, 1)
+    os.chmod(vol / "db", 0o700)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(name, mode=0o777, *, dir_fd=None):
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        if name == "cache":  # the volume's user wins the race: db takes the new dir's name
+            os.rename("cache", "gone", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.rename("db", "cache", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    monkeypatch.setattr(walk.os, "mkdir", mkdir_then_swap)
+    fd = os.open(vol, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(walk.OperationError, match="will not adopt cache: it was replaced while volinit made it"):
+            walk.ensure_dir(fd, "cache", 1000, 1000, None, set_owner=True, dry_run=False,
+                            mounts=mounts.volume_mounts(fd, str(vol)))
+    finally:
+        os.close(fd)
+    st = os.stat(vol / "cache")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)  # root's dir stayed root's
+
+
+def test_a_volume_dir_renamed_before_the_mount_table_is_read_still_sees_its_mounts(public_dir: Path) -> None:
+    # `volinit prune DIR` as root, DIR in a dir its user can write: the user renames DIR
+    # after volinit opened it. Mounts are found by mount id, not by the path it was given.
+    box = Path(public_dir) / f"renamed-{os.getpid()}"
+    tmpdir, shared = box / "tmp", host_dir(box / "shared")
+    tmpdir.mkdir(parents=True)
+    try:
+        with bind(shared, tmpdir / "m"):
+            before = owners(shared)
+            fd = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.rename(tmpdir, box / "tmp2")
+                found = mounts.volume_mounts(fd, str(tmpdir))
+                assert found.nested
+                res = prune_dir(fd, 3600, mounts=found, workers=1)
+                walk.chown_tree(fd, os.fstat(fd), 1000, 1000, workers=1, mounts=found)
+            finally:
+                os.close(fd)
+                os.rename(box / "tmp2", tmpdir)
+            assert res.skips.counts == {"another mount": 1}
+            assert owners(shared) == before
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(box)], check=False)
+
+
+def test_a_dir_replaced_by_another_dir_mid_walk_is_walked_again(tmp_path: Path) -> None:
+    # The walk meets a name whose dir was replaced since the listing: the old dir (moved
+    # aside, root's) must still be walked before the root is fixed.
+    vol = tmp_path / "vol"
+    for name in ("a1", "a2", "a3", "a4", "a5"):
+        (vol / name).mkdir(parents=True)
+    order = [n for n in os.listdir(vol)]  # the walk lists them in this order
+    first, last = order[0], order[-1]
+    for i in range(3000):
+        (vol / first / f"f{i}").touch()
+    (vol / last / "inside").touch()
+    replaced: list[bool] = []
+
+    def replace_once(where: str, seen: int) -> None:
+        if not replaced:
+            os.rename(vol / last, vol / "moved")
+            (vol / last).mkdir()
+            replaced.append(True)
+
+    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
+    os.environ["VOLINIT_WORKERS"] = "1"
+    try:
+        rep = apply_volume(volspec, dry_run=False, say=lambda line: None, progress=replace_once)
+    finally:
+        del os.environ["VOLINIT_WORKERS"]
+    assert replaced and rep.skips.counts.get("changed during walk", 0) >= 1
+    assert os.stat(vol / "moved" / "inside").st_uid == 1000

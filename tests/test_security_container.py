@@ -337,7 +337,7 @@ def test_a_setgid_mode_needs_fsetid_and_then_reruns_are_quick(volinit_image: str
     mounts = ("-v", f"{vol}:/vol", "-v", f"{spec}:/etc/volinit/volinit.yaml:ro")
     refused = docker_run(volinit_image, "apply", flags=(*HARDENED, *mounts))
     assert refused.code == 1
-    assert refused.errors == ["volinit: error: cannot set mode 2775 at volumes./vol.mode: a setgid or setuid bit "
+    assert refused.errors == ["volinit: error: cannot set mode 2775 at volumes./vol.mode: a setgid bit "
                               "on a dir of another group needs CAP_FSETID (add it to the volinit service: "
                               "cap_add: [CHOWN, FOWNER, DAC_OVERRIDE, FSETID])"]
     assert count(vol, "-uid", "1000") == 0 and os.stat(vol).st_uid == 0  # refused before the walk

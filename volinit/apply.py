@@ -125,14 +125,15 @@ def _check_setgid(vol: VolumeSpec) -> None:
     root would then never match its spec, and every start would walk the whole volume.
     """
     gid = vol.owner.gid
-    if gid == os.getegid() or gid in os.getgroups():
+    # with chown: never, existing dirs keep whatever group they have
+    if vol.chown != "never" and (gid == os.getegid() or gid in os.getgroups()):
         return
     asked = [(f"volumes.{vol.path}.mode", vol.mode)] + [(f"volumes.{vol.path}.dirs.{d.path}.mode", d.mode)
                                                        for d in vol.dirs]
     for key, mode in asked:
-        if mode is not None and mode & 0o6000 and not _has_capability(CAP_FSETID):
+        if mode is not None and mode & stat.S_ISGID and not _has_capability(CAP_FSETID):
             raise OperationError(f"cannot set mode {mode:04o} at {key}", "",
-                                 "a setgid or setuid bit on a dir of another group needs CAP_FSETID",
+                                 "a setgid bit on a dir of another group needs CAP_FSETID",
                                  "add it to the volinit service: cap_add: [CHOWN, FOWNER, DAC_OVERRIDE, FSETID]")
 
 
@@ -159,7 +160,7 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
         for d in vol.dirs:
             if d.prune is None or d.path in in_mounts:
                 continue
-            dfd = walk.open_existing_dir(root_fd, d.path, mounts)
+            dfd = walk.open_existing_dir(root_fd, d.path, uid, mounts)
             if dfd is None:
                 continue
             try:

@@ -23,6 +23,7 @@ import os
 from volinit.errors import OperationError
 
 MOUNTINFO = "/proc/self/mountinfo"
+NEEDS_PROC = "volinit needs /proc to tell a volume from the mounts inside it; mount /proc"
 LOOKUPS = 5  # reads of the mount table while mount points move under the lookup
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -58,22 +59,30 @@ def _unescape(field: bytes) -> bytes:
     return bytes(out)
 
 
-def mount_points(table: bytes) -> dict[bytes, set[int]]:
-    """Mount point path -> ids of the mounts on it (several when mounts are stacked)."""
-    points: dict[bytes, set[int]] = {}
+class MountLine:
+    """One line of /proc/self/mountinfo: the fields volinit uses."""
+
+    __slots__ = ("id", "parent", "point", "fstype")
+
+    def __init__(self, id: int, parent: int, point: bytes, fstype: bytes) -> None:
+        self.id, self.parent, self.point, self.fstype = id, parent, point, fstype
+
+
+def parse_table(table: bytes) -> list[MountLine]:
+    lines = []
     # Lines end at "\n" only: the kernel escapes space, tab, newline and backslash in a
     # path, but not a carriage return, which bytes.splitlines() would also split at.
     for line in table.split(b"\n"):
-        fields = line.split(b" ")
-        if len(fields) < 5:
+        if not line:
             continue
+        fields = line.split(b" ")
         try:
-            mount = int(fields[0])
-        except ValueError:
+            sep = fields.index(b"-", 6)
+            lines.append(MountLine(int(fields[0]), int(fields[1]), _unescape(fields[4]), fields[sep + 1]))
+        except (ValueError, IndexError):
             raise OperationError("cannot read", MOUNTINFO, f"a line it cannot parse: {line[:200]!r}",
                                  "volinit must see every mount inside a volume to leave it alone") from None
-        points.setdefault(_unescape(fields[4]), set()).add(mount)
-    return points
+    return lines
 
 
 def _read_table() -> bytes:
@@ -82,20 +91,25 @@ def _read_table() -> bytes:
             return f.read()
     except OSError as exc:
         raise OperationError("cannot read", MOUNTINFO, os.strerror(exc.errno or 0) if exc.errno else str(exc),
-                             "volinit needs /proc to tell a volume from the mounts inside it; mount /proc") from None
+                             NEEDS_PROC) from None
 
 
 class Mounts:
     """The mounts inside one volume, as the walk, prune and dirs creation consult them."""
 
-    __slots__ = ("dev", "mnt_id", "roots", "same_mount_devs", "nested")
+    __slots__ = ("dev", "mnt_id", "roots", "same_mount_devs", "nested", "trust_listing", "root_ino")
 
-    def __init__(self, dev: int, mnt_id: int, roots: frozenset[tuple[int, int]]) -> None:
+    def __init__(self, dev: int, mnt_id: int, roots: frozenset[tuple[int, int]], nested: bool = False,
+                 trust_listing: bool = True, root_ino: int = 0) -> None:
         self.dev = dev  # st_dev of the volume root
         self.mnt_id = mnt_id  # the mount the volume root is on
-        self.roots = roots  # (st_dev, st_ino) of every mount root below the volume root
-        self.nested = bool(roots)  # then every opened directory is checked by mount id too
+        self.roots = roots  # (st_dev, st_ino) of the root of every mount on that mount
+        self.nested = nested or bool(roots)  # then every opened directory is checked by mount id
         self.same_mount_devs = {dev}  # st_devs seen on this mount (overlayfs lower layers, btrfs subvolumes)
+        # A listing's d_ino is the inode a name opens, except on overlayfs (without xino),
+        # where a directory is listed with another number than stat gives it.
+        self.trust_listing = trust_listing
+        self.root_ino = root_ino  # inode of the volume root (2: the root of an ext filesystem)
 
     def is_mount_root(self, st: os.stat_result) -> bool:
         return (st.st_dev, st.st_ino) in self.roots
@@ -117,47 +131,66 @@ class Mounts:
 
 
 def volume_mounts(root_fd: int, path: str | None = None) -> Mounts:
-    """Find the mounts below the directory open at root_fd, whose absolute path is `path`.
+    """Find the mounts that the directory open at root_fd could reach.
 
-    Without `path` it is read from /proc/self/fd. Each mount point is opened fd by fd from
-    root_fd, never through a symlink, and must turn out to be on one of the mounts the
-    table names for it; when one moved between the table and the lookup, read it again.
+    They are the mounts whose parent is the mount root_fd is on: found by mount id, not
+    by path, so no rename by the volume's user can hide one (a mount point path is the
+    user's to change, from a container where it is a plain directory). When there are any,
+    the walk checks every directory it opens by its own mount id. Each one's root is also
+    opened fd by fd from "/", never through a symlink, checked by its mount id, and its
+    (st_dev, st_ino) kept: that is how a single file bind-mounted in the volume is known.
+    A mount whose path cannot be opened now is outside the volume or hidden under another
+    mount, unless its path is below the volume's own (as the kernel names our fd now):
+    then it moved during the lookup, and the table is read again.
     """
     st = os.fstat(root_fd)
-    try:
-        own = mount_id(root_fd)
-        if path is None:
-            path = os.readlink(f"/proc/self/fd/{root_fd}")
-    except OSError as exc:
-        raise OperationError("cannot tell the mounts inside", path or "the volume", os.strerror(exc.errno or 0),
-                             "volinit needs /proc to tell a volume from the mounts inside it; mount /proc") from None
-    prefix = os.fsencode(path.rstrip("/")) + b"/"
     for _ in range(LOOKUPS):
-        below = {p[len(prefix):]: ids for p, ids in mount_points(_read_table()).items()
-                 if p.startswith(prefix) and len(p) > len(prefix)}
+        try:
+            own = mount_id(root_fd)
+            here = os.fsencode(os.readlink(f"/proc/self/fd/{root_fd}"))
+        except OSError as exc:
+            raise OperationError("cannot tell the mounts inside", path or "the volume",
+                                 os.strerror(exc.errno or 0),
+                                 NEEDS_PROC) from None
+        table = parse_table(_read_table())
+        fstype = next((m.fstype for m in table if m.id == own), b"")
+        children = [m for m in table if m.parent == own and m.id != own]
+        stacked = _points(table)  # a mount point may hold several mounts, the top one reached
+        prefix = here.rstrip(b"/") + b"/"
         roots: set[tuple[int, int]] = set()
-        for rel, ids in below.items():
-            if _under_another(rel, below):
-                continue  # reached only through that other mount, which the walk never enters
-            found = _find(root_fd, rel, ids)
-            if found is None:
+        moved = False
+        for point in _points(children):
+            found = _find(point, stacked[point])
+            if found is not None:
+                roots.add(found)
+            elif point.startswith(prefix) and not _under_another(point, children):
+                moved = True
                 break
-            roots.add(found)
-        else:
-            return Mounts(st.st_dev, own, frozenset(roots))
-    raise OperationError("cannot tell the mounts inside", path, f"mount points kept moving during {LOOKUPS} lookups",
+        if not moved:
+            return Mounts(st.st_dev, own, frozenset(roots), nested=bool(children),
+                          trust_listing=fstype != b"overlay", root_ino=st.st_ino)
+    raise OperationError("cannot tell the mounts inside", path or os.fsdecode(here),
+                         f"mount points kept moving during {LOOKUPS} lookups",
                          "stop the containers that rename dirs in this volume and rerun; nothing was changed")
 
 
-def _under_another(rel: bytes, below: dict[bytes, set[int]]) -> bool:
-    parts = rel.split(b"/")
-    return any(b"/".join(parts[:i]) in below for i in range(1, len(parts)))
+def _points(lines: list[MountLine]) -> dict[bytes, set[int]]:
+    points: dict[bytes, set[int]] = {}
+    for m in lines:
+        points.setdefault(m.point, set()).add(m.id)
+    return points
 
 
-def _find(root_fd: int, rel: bytes, ids: set[int]) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of the mount root at rel below root_fd, or None when rel moved."""
-    names = [n for n in rel.split(b"/") if n]
-    fd = os.dup(root_fd)
+def _under_another(point: bytes, children: list[MountLine]) -> bool:
+    """Is point below another mount point (so it is reached, if at all, only through it)?"""
+    return any(point.startswith(m.point.rstrip(b"/") + b"/") for m in children)
+
+
+def _find(point: bytes, ids: set[int]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the mount root at the absolute path point, or None when a
+    symlink, another mount or nothing stands there now."""
+    names = [n for n in point.split(b"/") if n]
+    fd = os.open("/", _DIR_FLAGS)
     try:
         for i, name in enumerate(names):
             flags = _PATH_FLAGS if i == len(names) - 1 else _DIR_FLAGS
@@ -165,13 +198,13 @@ def _find(root_fd: int, rel: bytes, ids: set[int]) -> tuple[int, int] | None:
             os.close(fd)
             fd = nfd
         if mount_id(fd) not in ids:
-            return None  # a symlink or a plain directory stands there now
+            return None
         st = os.fstat(fd)
         return st.st_dev, st.st_ino
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
             return None
-        raise OperationError("cannot open the mount point", os.fsdecode(rel), os.strerror(exc.errno or 0),
+        raise OperationError("cannot open the mount point", os.fsdecode(point), os.strerror(exc.errno or 0),
                              "volinit must see every mount inside a volume to leave it alone") from None
     finally:
         os.close(fd)

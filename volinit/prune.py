@@ -122,7 +122,8 @@ class _Pruner(Traversal):
                 return True  # another pruner's
             except OSError as exc:
                 # refilled meanwhile, or swapped for a symlink or a file since it was listed
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                # (EBUSY: a mount point, swapped in from a namespace where it is a plain dir)
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EBUSY):
                     return False
                 raise os_error("cannot remove", self.path(name), exc) from None
         self.res.removed += 1

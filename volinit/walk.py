@@ -291,13 +291,14 @@ class Traversal:
             raise os_error("cannot open", self.path(name), exc) from None
         try:
             st = os.fstat(fd)
-            if st.st_ino != ino and not _same_inode(parent.fd, name, st):
-                self.skip(SKIP_VANISHED, name)
-                os.close(fd)
-                return None
             mounts = self.mounts
+            # a mount point first: it is listed with the inode of the dir under the mount
             if (mounts.nested or st.st_dev not in mounts.same_mount_devs) and mounts.dir_is_other_mount(fd, st):
                 self.skip(SKIP_MOUNT, name)
+                os.close(fd)
+                return None
+            if st.st_ino != ino and (mounts.trust_listing or not _same_inode(parent.fd, name, st)):
+                self.skip(SKIP_VANISHED, name)
                 os.close(fd)
                 return None
             self.on_dir(fd, st, parent, name)
@@ -403,11 +404,10 @@ class Traversal:
 
 
 def _same_inode(parent_fd: int, name: str, opened: os.stat_result) -> bool:
-    """Does parent/name still name the opened inode? For when d_ino and st_ino disagree.
-
-    Some filesystems (overlayfs without xino) list a directory with another inode number
-    than stat gives it; stat and fstat always agree.
-    """
+    """Does parent/name still name the opened inode? For when d_ino and st_ino disagree on
+    overlayfs (without xino), which lists a directory with another inode number than stat
+    gives it; stat and fstat always agree. Elsewhere a disagreement means the name was
+    replaced, and asking the name again would only see the replacement."""
     try:
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except OSError:
@@ -542,14 +542,41 @@ def chown_tree(root_fd: int, root_st: os.stat_result, uid: int, gid: int, *,
     return walker.res
 
 
+def _check_dir(fd: int, st: os.stat_result, path: str, *, last: bool, made: bool, uid: int, parent_uid: int,
+               mounts: Mounts | None) -> bool:
+    """Checks on a `dirs:` component just opened (fd): True when it is another mount.
+
+    The volume's user cannot make a directory another uid owns, but can rename one onto a
+    `dirs:` name (lost+found, say), or swap one in for a directory volinit has just made:
+    pruning or chowning it would hand over or delete what that user could not touch. The
+    checks are on the fd, so what they pass is what is then changed.
+    """
+    if mounts is not None:
+        if (mounts.nested or st.st_dev not in mounts.same_mount_devs) and mounts.dir_is_other_mount(fd, st):
+            return True  # a tmpfs or another volume mounted there: not ours
+        if mounts.root_ino == EXT_ROOT_INO and st.st_ino == EXT_LOST_FOUND_INO and st.st_dev == mounts.dev:
+            raise OperationError("will not adopt", path, "it is the filesystem's lost+found (inode 11), renamed",
+                                 "move it back to lost+found; volinit then makes a fresh dir")
+    if made:
+        if st.st_uid != os.geteuid() or os.listdir(fd):
+            raise OperationError("will not adopt", path, "it was replaced while volinit made it",
+                                 "stop the containers writing to this volume and rerun")
+    elif last and st.st_uid not in (uid, parent_uid):
+        raise OperationError("will not adopt", path,
+                             f"it is owned by {st.st_uid}:{st.st_gid}, neither by {uid} nor by the owner "
+                             "of the dir it is in, so volinit did not make it",
+                             "move it aside; volinit then makes a fresh one")
+    return False
+
+
 def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
                set_owner: bool, dry_run: bool, mounts: Mounts | None = None) -> tuple[list[str], bool, bool]:
     """Create rel (and missing parents) inside the volume, refusing symlinks on the way.
 
     Returns (the relative paths created, whether the final dir's owner or mode changed,
     whether it lies in another mount and was left alone). Created dirs always get
-    uid:gid; an existing final dir gets them when set_owner. An existing final dir that
-    neither uid nor the owner of its parent owns was not made by volinit, and is refused.
+    uid:gid; an existing final dir gets them when set_owner. A dir volinit did not make
+    (see _check_dir) is refused.
     """
     created: list[str] = []
     changed = False
@@ -589,17 +616,8 @@ def ensure_dir(root_fd: int, rel: str, uid: int, gid: int, mode: int | None, *,
                 raise os_error("cannot open", path, exc) from None
             os.close(fd)
             fd = nfd
-            if mounts is not None and (mounts.nested or st.st_dev not in mounts.same_mount_devs) \
-                    and mounts.dir_is_other_mount(fd, st):
-                return created, changed, True  # a tmpfs or another volume mounted there: not ours
-            if last and not made and st.st_uid not in (uid, parent_uid):
-                # The volume's user cannot make a dir another uid owns, but can rename one
-                # onto this name (lost+found, say): pruning or chowning it would hand over
-                # or delete what that user could not touch.
-                raise OperationError("will not adopt", path,
-                                     f"it is owned by {st.st_uid}:{st.st_gid}, neither by {uid} nor by the owner "
-                                     "of the dir it is in, so volinit did not make it",
-                                     "move it aside; volinit then makes a fresh one")
+            if _check_dir(fd, st, path, last=last, made=made, uid=uid, parent_uid=parent_uid, mounts=mounts):
+                return created, changed, True
             parent_uid = st.st_uid
             if made:
                 created.append(path)
@@ -626,14 +644,17 @@ def check_mode(fd: int, want: int, path: str) -> None:
     got = stat.S_IMODE(os.fstat(fd).st_mode)
     if got != want:
         raise OperationError("cannot set mode of", path, f"asked for {want:04o}, the kernel kept {got:04o}",
-                             "a setgid or setuid bit on a dir of another group needs CAP_FSETID: cap_add: [FSETID]")
+                             "a setgid bit on a dir of another group needs CAP_FSETID: cap_add: [FSETID]")
 
 
-def open_existing_dir(root_fd: int, rel: str, mounts: Mounts | None = None) -> int | None:
-    """An fd for rel inside the volume, or None when it does not exist yet (or is another mount)."""
+def open_existing_dir(root_fd: int, rel: str, uid: int, mounts: Mounts | None = None) -> int | None:
+    """An fd for the `dirs:` entry rel, checked as ensure_dir checks it (_check_dir), or
+    None when it does not exist yet or is another mount."""
     fd = os.dup(root_fd)
+    parent_uid = os.fstat(fd).st_uid
+    parts = rel.split("/")
     try:
-        for name in rel.split("/"):
+        for i, name in enumerate(parts):
             try:
                 nfd, st = open_subdir(fd, name)
             except FileNotFoundError:
@@ -642,9 +663,11 @@ def open_existing_dir(root_fd: int, rel: str, mounts: Mounts | None = None) -> i
                 raise os_error("cannot open", rel, exc) from None
             os.close(fd)
             fd = nfd
-            if mounts is not None and (mounts.nested or st.st_dev not in mounts.same_mount_devs) \
-                    and mounts.dir_is_other_mount(fd, st):
+            path = "/".join(parts[: i + 1])
+            if _check_dir(fd, st, path, last=i == len(parts) - 1, made=False, uid=uid, parent_uid=parent_uid,
+                          mounts=mounts):
                 return None
+            parent_uid = st.st_uid
         out, fd = fd, -1
         return out
     finally:
