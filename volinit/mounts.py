@@ -104,7 +104,7 @@ class Mounts:
         self.dev = dev  # st_dev of the volume root
         self.mnt_id = mnt_id  # the mount the volume root is on
         self.roots = roots  # (st_dev, st_ino) of the root of every mount on that mount
-        self.nested = nested or bool(roots)  # then every opened directory is checked by mount id
+        self.nested = nested  # then every opened directory is checked by mount id too
         self.same_mount_devs = {dev}  # st_devs seen on this mount (overlayfs lower layers, btrfs subvolumes)
         # A listing's d_ino is the inode a name opens, except on overlayfs (without xino),
         # where a directory is listed with another number than stat gives it.
@@ -135,13 +135,13 @@ def volume_mounts(root_fd: int, path: str | None = None) -> Mounts:
 
     They are the mounts whose parent is the mount root_fd is on: found by mount id, not
     by path, so no rename by the volume's user can hide one (a mount point path is the
-    user's to change, from a container where it is a plain directory). When there are any,
-    the walk checks every directory it opens by its own mount id. Each one's root is also
+    user's to change, from a container where it is a plain directory). Each one's root is
     opened fd by fd from "/", never through a symlink, checked by its mount id, and its
-    (st_dev, st_ino) kept: that is how a single file bind-mounted in the volume is known.
-    A mount whose path cannot be opened now is outside the volume or hidden under another
-    mount, unless its path is below the volume's own (as the kernel names our fd now):
-    then it moved during the lookup, and the table is read again.
+    (st_dev, st_ino) kept: a mount root keeps that identity wherever it is moved, and the
+    walk has each entry's anyway. A mount whose path cannot be opened now is outside the
+    volume or hidden under another mount, unless its path is below the volume's own (as
+    the kernel names our fd now): then it moved during the lookup, and the table is read
+    again. If any stays unknown, the walk also asks every directory it opens its mount id.
     """
     st = os.fstat(root_fd)
     for _ in range(LOOKUPS):
@@ -158,7 +158,7 @@ def volume_mounts(root_fd: int, path: str | None = None) -> Mounts:
         stacked = _points(table)  # a mount point may hold several mounts, the top one reached
         prefix = here.rstrip(b"/") + b"/"
         roots: set[tuple[int, int]] = set()
-        moved = False
+        moved = unknown = False
         for point in _points(children):
             found = _find(point, stacked[point])
             if found is not None:
@@ -166,8 +166,12 @@ def volume_mounts(root_fd: int, path: str | None = None) -> Mounts:
             elif point.startswith(prefix) and not _under_another(point, children):
                 moved = True
                 break
+            else:
+                unknown = True  # hidden under another mount, or outside the volume: not known by inode
         if not moved:
-            return Mounts(st.st_dev, own, frozenset(roots), nested=bool(children),
+            # With every child mount's root known by inode, the set decides, whatever their
+            # paths become; only when one is not known is every directory asked its mount id.
+            return Mounts(st.st_dev, own, frozenset(roots), nested=unknown,
                           trust_listing=fstype != b"overlay", root_ino=st.st_ino)
     raise OperationError("cannot tell the mounts inside", path or os.fsdecode(here),
                          f"mount points kept moving during {LOOKUPS} lookups",

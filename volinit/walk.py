@@ -293,7 +293,7 @@ class Traversal:
             st = os.fstat(fd)
             mounts = self.mounts
             # a mount point first: it is listed with the inode of the dir under the mount
-            if (mounts.nested or st.st_dev not in mounts.same_mount_devs) and mounts.dir_is_other_mount(fd, st):
+            if mounts.dir_is_other_mount(fd, st):
                 self.skip(SKIP_MOUNT, name)
                 os.close(fd)
                 return None
@@ -552,7 +552,7 @@ def _check_dir(fd: int, st: os.stat_result, path: str, *, last: bool, made: bool
     checks are on the fd, so what they pass is what is then changed.
     """
     if mounts is not None:
-        if (mounts.nested or st.st_dev not in mounts.same_mount_devs) and mounts.dir_is_other_mount(fd, st):
+        if mounts.dir_is_other_mount(fd, st):
             return True  # a tmpfs or another volume mounted there: not ours
         if mounts.root_ino == EXT_ROOT_INO and st.st_ino == EXT_LOST_FOUND_INO and st.st_dev == mounts.dev:
             raise OperationError("will not adopt", path, "it is the filesystem's lost+found (inode 11), renamed",
