@@ -97,13 +97,14 @@ def _read_table() -> bytes:
 class Mounts:
     """The mounts inside one volume, as the walk, prune and dirs creation consult them."""
 
-    __slots__ = ("dev", "mnt_id", "roots", "same_mount_devs", "nested", "trust_listing", "root_ino")
+    __slots__ = ("dev", "mnt_id", "roots", "root_inos", "same_mount_devs", "nested", "trust_listing", "root_ino")
 
     def __init__(self, dev: int, mnt_id: int, roots: frozenset[tuple[int, int]], nested: bool = False,
                  trust_listing: bool = True, root_ino: int = 0) -> None:
         self.dev = dev  # st_dev of the volume root
         self.mnt_id = mnt_id  # the mount the volume root is on
         self.roots = roots  # (st_dev, st_ino) of the root of every mount on that mount
+        self.root_inos = frozenset(ino for _, ino in roots)  # the walk asks this first: no tuple per entry
         self.nested = nested  # then every opened directory is checked by mount id too
         self.same_mount_devs = {dev}  # st_devs seen on this mount (overlayfs lower layers, btrfs subvolumes)
         # A listing's d_ino is the inode a name opens, except on overlayfs (without xino),

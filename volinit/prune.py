@@ -42,6 +42,8 @@ def keep_matcher(globs: Iterable[str]):
 class _Pruner(Traversal):
     """Remove old entries: one pruning process's settings and tallies."""
 
+    ages = True
+
     def __init__(self, mounts: Mounts, cutoff: float, kept, dry_run: bool,
                  progress: Callable[[int], None] | None) -> None:
         super().__init__(mounts, progress)
@@ -56,7 +58,7 @@ class _Pruner(Traversal):
     def scan(self, lvl: Level, at_root: bool) -> tuple[str, int] | None:
         res = self.res
         cutoff, kept, dry_run, progress = self.cutoff, self.kept, self.dry_run, self.progress
-        roots = self.mounts.roots
+        roots, root_inos = self.mounts.roots, self.mounts.root_inos
         fd, entries, pending = lvl.fd, lvl.entries, lvl.pending
         assert entries is not None
         unlink = os.unlink
@@ -82,7 +84,7 @@ class _Pruner(Traversal):
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if roots and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
+                if st.st_ino in root_inos and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
                     self.skip(SKIP_MOUNT, name)
                     lvl.left += 1
                     continue

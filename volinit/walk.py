@@ -202,6 +202,8 @@ class Traversal:
     what it reports.
     """
 
+    ages = False  # prune: is_old() decides whether a dir may go
+
     def __init__(self, mounts: Mounts, progress: Callable[[int], None] | None) -> None:
         self.mounts = mounts
         self.progress = progress
@@ -342,7 +344,8 @@ class Traversal:
                         collect.append((sub_fd, self.path(nxt[0]), nxt[0], st))
                         continue
                     child = Level(sub_fd, nxt[0], st.st_dev, st.st_ino, len(stack) < STREAM_LEVELS)
-                    child.old = self.is_old(st)
+                    if self.ages:
+                        child.old = self.is_old(st)
                     try:
                         child.entries = os.scandir(sub_fd)
                     except OSError as exc:  # scandir dups the fd: EMFILE can come here
@@ -446,7 +449,7 @@ class _Chowner(Traversal):
         res = self.res
         uid, gid = self.uid, self.gid
         chown_links, dry_run, progress = self.chown_links, self.dry_run, self.progress
-        roots = self.mounts.roots
+        roots, root_inos = self.mounts.roots, self.mounts.root_inos
         fd, entries, pending = lvl.fd, lvl.entries, lvl.pending
         assert entries is not None
         lchown = os.chown
@@ -472,7 +475,7 @@ class _Chowner(Traversal):
                 except FileNotFoundError:
                     self.skip(SKIP_GONE, name)
                     continue
-                if roots and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
+                if st.st_ino in root_inos and (st.st_dev, st.st_ino) in roots:  # a file bind-mounted here
                     self.skip(SKIP_MOUNT, name)
                     continue
                 kind = st.st_mode & FORMAT_BITS
