@@ -70,14 +70,15 @@ ARG VERSION=0.1.0
 RUN ["/opt/volinit/bin/python", "/smoke/minimal.py", "smoke", "--manifest", "/smoke/manifest.json"]
 
 # The probe `volinit check` runs inside a copy of each service's container: static C, so it
-# runs in images with no shell and no libc (distroless, FROM scratch) as any uid.
+# runs in images with no shell and no libc (distroless, FROM scratch) as any uid. Linked
+# against musl: 50 KB, where a static glibc build is 690 KB of an image held to 16 MB.
 FROM ${BASE_IMAGE} AS probe
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc musl-tools \
     && rm -rf /var/lib/apt/lists/*
 COPY probe/volinit-probe.c /src/volinit-probe.c
-RUN gcc -static -Os -s -Wall -o /volinit-probe /src/volinit-probe.c \
+RUN musl-gcc -static -Os -s -Wall -o /volinit-probe /src/volinit-probe.c \
     && /volinit-probe >/dev/null
 
 FROM scratch
