@@ -614,20 +614,23 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.docker
-def test_in_the_image_a_root_entrypoint_creates_nothing_through_the_volume_users_symlink(volinit_image: str) -> None:
+def test_in_the_image_a_root_entrypoint_creates_nothing_through_the_volume_users_symlink(base_image: str) -> None:
     # The gosu pattern in a real container: the shim runs as root before dropping to uid
     # 1000, whose volume holds `.tmp -> /etc`; `mkdir -p` made /etc/cron.weekly as root.
+    # A service image with a shell, as the shim needs (the volinit image has none): the
+    # test base, with the shim where `COPY --from` puts it.
     tag = uuid.uuid4().hex[:10]
     volume, container = f"volinit-test-shim-{tag}", f"volinit-test-shim-{tag}"
     try:
         assert docker("volume", "create", volume).returncode == 0
         for user, script in (("0:0", "chown 1000:1000 /v"), ("1000:1000", "ln -s /etc /v/.tmp")):
             setup = docker("run", "--rm", "--user", user, "-v", f"{volume}:/v", "--entrypoint", "sh",
-                           volinit_image, "-c", script)
+                           base_image, "-c", script)
             assert setup.returncode == 0, setup.stderr
         run = docker("run", "--name", container, "--user", "0:0", "--network", "none",
                      "-v", f"{volume}:/app/cache", "-e", "TMPDIR=/app/cache/.tmp/cron.weekly",
-                     "--entrypoint", "/usr/local/bin/volinit-entrypoint", volinit_image, "echo", "service ran")
+                     "-v", f"{SHIM}:/usr/local/bin/volinit-entrypoint:ro",
+                     "--entrypoint", "/usr/local/bin/volinit-entrypoint", base_image, "echo", "service ran")
         assert (run.returncode, run.stdout) == (73, ""), run.stderr
         assert run.stderr.splitlines() == [
             "volinit-entrypoint: error: TMPDIR=/app/cache/.tmp/cron.weekly: will not follow /app/cache/.tmp as "

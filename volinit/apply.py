@@ -191,11 +191,11 @@ def apply_volume(vol: VolumeSpec, *, dry_run: bool, say: Callable[[str], None],
                 rep.changed += res2.changed
                 rep.skips.merge(res2.skips)
                 # An entry renamed while we walked may have moved to where we had already
-                # been: walk again (changing only what differs), or the root, fixed below,
-                # would tell every later run that the volume is right. A walk that changed
-                # nothing proves the tree right as it found it; entries merely created and
-                # deleted meanwhile (a running service's temp files) force nothing.
-                if dry_run or not (res2.moved and res2.changed):
+                # been, or been left unwalked: walk again (changing only what differs), or
+                # the root, fixed below, would tell every later run that the volume is right.
+                # Files merely deleted meanwhile (a running service's temp files) force
+                # nothing; a directory that vanished may have been renamed, so it does.
+                if dry_run or not res2.moved:
                     break
             else:
                 raise OperationError("cannot finish", vol.path,
