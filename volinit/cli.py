@@ -466,6 +466,9 @@ def _raise_nofile_limit() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C means "stop, exit 130" even when volinit was started with SIGINT ignored (a
+    # background job of a non-interactive shell, nohup): Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _raise_nofile_limit()
     try:
         app(args=argv, prog_name="volinit")
