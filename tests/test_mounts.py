@@ -22,7 +22,7 @@ from helpers import make_chain, volinit
 from test_security import make_files, owners, tmpfs
 
 from volinit import mounts, spec, walk
-from volinit.apply import apply_volume
+from volinit.apply import VolumeReport, apply_volume
 from volinit.prune import prune_dir
 
 pytestmark = pytest.mark.usefixtures("as_root")
@@ -51,6 +51,17 @@ def host_dir(where: Path) -> Path:
     os.chown(where / "d0", 2000, 2000)
     os.chown(where / "d0" / "f0", 2000, 2000)
     return where
+
+
+def apply_in_one_process(vol: Path, progress) -> VolumeReport:
+    """apply_volume on vol for owner 1000:1000, one walking process (so `progress` runs
+    where the walk is, and can change the tree under it at a known point)."""
+    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
+    os.environ["VOLINIT_WORKERS"] = "1"
+    try:
+        return apply_volume(volspec, dry_run=False, say=lambda line: None, progress=progress)
+    finally:
+        del os.environ["VOLINIT_WORKERS"]
 
 
 def test_mount_table_paths_are_unescaped() -> None:
@@ -259,12 +270,7 @@ def test_files_created_and_deleted_during_the_walk_do_not_fail_it(tmp_path: Path
                 deleted.append(name)
         (vol / "d0" / f"new-{seen}").touch()
 
-    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
-    os.environ["VOLINIT_WORKERS"] = "1"
-    try:
-        rep = apply_volume(volspec, dry_run=False, say=lambda line: None, progress=churn)
-    finally:
-        del os.environ["VOLINIT_WORKERS"]
+    rep = apply_in_one_process(vol, churn)
     assert deleted
     assert rep.skips.counts.get("removed during walk", 0) > 0
     assert rep.entries < 2 * 6000  # one walk, not three
@@ -316,12 +322,7 @@ def test_a_dir_moved_away_while_the_walk_is_deep_below_it_is_walked_again(tmp_pa
             os.rename(vol.joinpath(*["d"] * 25), vol / "moved")
             moved.append(True)
 
-    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
-    os.environ["VOLINIT_WORKERS"] = "1"
-    try:
-        rep = apply_volume(volspec, dry_run=False, say=lambda line: None, progress=move_once)
-    finally:
-        del os.environ["VOLINIT_WORKERS"]
+    rep = apply_in_one_process(vol, move_once)
     assert moved and rep.skips.counts.get("changed during walk", 0) >= 1
     assert {o[:2] for o in owners(vol).values()} == {(1000, 1000)}
     assert os.stat(vol / "moved" / "d" / "d" / "d" / "d" / "d" / "f0").st_uid == 1000
@@ -429,11 +430,6 @@ def test_a_dir_replaced_by_another_dir_mid_walk_is_walked_again(tmp_path: Path) 
             (vol / last).mkdir()
             replaced.append(True)
 
-    volspec = spec.loads(f'version: 1\nowner: "1000:1000"\nvolumes:\n  {vol}: {{}}\n').volumes[0]
-    os.environ["VOLINIT_WORKERS"] = "1"
-    try:
-        rep = apply_volume(volspec, dry_run=False, say=lambda line: None, progress=replace_once)
-    finally:
-        del os.environ["VOLINIT_WORKERS"]
+    rep = apply_in_one_process(vol, replace_once)
     assert replaced and rep.skips.counts.get("changed during walk", 0) >= 1
     assert os.stat(vol / "moved" / "inside").st_uid == 1000
