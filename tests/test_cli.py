@@ -129,13 +129,28 @@ def test_summary_lines_escape_control_characters_in_dir_names(tmp_path: Path) ->
     assert (vol / "a\nb").is_dir() and (vol / "\x1b[31mred").is_dir()
 
 
+@pytest.mark.parametrize("args,line", [
+    (["prune", "/data", "--older-than", "0s"],
+     "volinit: error: --older-than: duration '0s' is zero (a prune age must be positive)"),
+    (["apply", "/data", "--owner", "1000", "--mode", "9999"],
+     "volinit: error: --mode: bad mode '9999' (use a quoted octal string such as \"0750\" or \"1777\")"),
+    (["apply", "/data", "--owner", "1000", "--prune", "1d"],
+     "volinit: error: --prune: given without --dir (--prune applies to each --dir; add --dir .tmp)"),
+    (["apply", "-f", ""], "volinit: error: -f: empty path (name the spec file, e.g. -f volinit.yaml)"),
+])
+def test_a_bad_flag_is_named_as_the_flag_not_as_the_spec(args: list[str], line: str) -> None:
+    res = volinit(*args)
+    assert res.code == 2
+    assert res.errors == [line]
+
+
 def test_a_relative_dir_after_the_working_dir_was_removed_is_a_usage_error(tmp_path: Path) -> None:
     gone = tmp_path / "gone"
     gone.mkdir()
     res = volinit("prune", ".", "--older-than", "1h",
                   prefix=["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(gone)])
     assert res.code == 2
-    assert res.errors == ["volinit: error: spec at DIR: '.' is relative and the working directory was removed "
+    assert res.errors == ["volinit: error: DIR: '.' is relative and the working directory was removed "
                           "(give the absolute path)"]
 
 

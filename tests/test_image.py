@@ -266,7 +266,7 @@ def test_cannot_fix_exits_1_naming_the_fix(
 def test_adhoc_apply_of_root_is_refused(volinit_image: str) -> None:
     run = one_shot(volinit_image, ["apply", "/", "--owner", "1000"], **HARDENED)
     assert run.code == 2
-    assert "volinit: error: spec at PATH /: refusing system path /" in run.err
+    assert "volinit: error: PATH /: refusing system path /" in run.err
 
 
 BAD_SPECS = [

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from volinit import spec
-from volinit.errors import SpecError
+from volinit.errors import SpecError, UsageError
 
 GOOD = """
 version: 1
@@ -149,9 +149,10 @@ def test_flags_build_the_same_spec() -> None:
     ((["relative"], "1", None, "on-root-mismatch", [], None), "PATH relative"),
 ])
 def test_bad_flags_name_the_flag(args: tuple, flag: str) -> None:
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(UsageError) as err:
         spec.from_flags(*args)
-    assert flag in err.value.line()
+    assert err.value.line().startswith(flag) and "spec" not in err.value.line(), err.value.line()
+    assert err.value.exit_code == 2
 
 
 def test_spec_file_missing_and_not_utf8(tmp_path) -> None:
@@ -180,5 +181,5 @@ def test_spec_files_that_are_not_a_spec_are_refused_without_hanging(tmp_path) ->
     big.write_bytes(b"#" * (spec.MAX_SPEC_BYTES + 1))
     with pytest.raises(SpecError, match="larger than 1024 KiB"):
         spec.load(str(big))
-    with pytest.raises(SpecError, match="empty path"):
+    with pytest.raises(UsageError, match="^-f: empty path"):
         spec.load("")

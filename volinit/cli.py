@@ -21,6 +21,7 @@ from volinit.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    SpecError,
     UsageError,
     VolinitError,
     one_line,
@@ -225,9 +226,12 @@ def prune_cmd(
         from volinit.prune import prune_dir
 
         workers_from_env()
-        age = specmod.parse_duration(older_than, "--older-than")
-        globs = specmod.parse_keep(list(keep), "--keep") if keep else ()
-        path = specmod.parse_prune_dir(directory, "DIR")
+        try:
+            age = specmod.parse_duration(older_than, "--older-than")
+            globs = specmod.parse_keep(list(keep), "--keep") if keep else ()
+            path = specmod.parse_prune_dir(directory, "DIR")
+        except SpecError as exc:
+            raise exc.as_flag() from None
         start = time.monotonic()
         fd = walk.open_volume(path)
         progress = Progress()

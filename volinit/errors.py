@@ -55,6 +55,10 @@ class SpecError(UsageError):
         super().__init__("spec", f"at {key}" if key else "", why, fix)
         self.key = key
 
+    def as_flag(self) -> UsageError:
+        """The same error said of a flag or an argument (its key, e.g. --older-than), not a spec."""
+        return UsageError(self.key, "", self.why, self.fix)
+
 
 class OperationError(VolinitError):
     """Something on disk could not be done (missing path, EROFS, EPERM, ...)."""

@@ -358,7 +358,7 @@ def load(path: str) -> Spec:
     from volinit.errors import OperationError
 
     if not path:
-        raise SpecError("-f", "empty path", "name the spec file, e.g. -f volinit.yaml")
+        raise SpecError("-f", "empty path", "name the spec file, e.g. -f volinit.yaml").as_flag()
     try:
         # O_NONBLOCK: a FIFO must not hang the init container at open; it is refused below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -387,6 +387,14 @@ def load(path: str) -> Spec:
 def from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str,
                dirs: list[str], prune: str | None) -> Spec:
     """The ad-hoc form, ``volinit apply PATH... --owner U[:G] ...``, as the same Spec."""
+    try:
+        return _from_flags(paths, owner, mode, chown, dirs, prune)
+    except SpecError as exc:
+        raise exc.as_flag() from None
+
+
+def _from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str,
+                dirs: list[str], prune: str | None) -> Spec:
     if owner is None:
         raise SpecError("--owner", "required with PATH arguments", "e.g. --owner 1000:1000")
     own = parse_owner(owner, "--owner")
