@@ -302,10 +302,10 @@ def walk_tree(trav: Traversal, root_fd: int, workers: int | None = None,
             up = Level(parent.fd, parent.name, 0, 0, True)
             up.left = parent.left
             trav.base = node.path.rpartition("/")[0]
+            os.close(node.fd)  # before leave, as in Traversal.walk
+            node.fd = lvl.fd = -1
             trav.leave(lvl, up)
             parent.left = up.left
-            os.close(node.fd)
-            node.fd = -1
     finally:
         for node in nodes:
             if node.fd >= 0:

@@ -364,9 +364,9 @@ class Traversal:
                 if parent.fd < 0 and not self._reopen(parent, lvl):
                     self._lost(lvl)
                     continue
-                self.leave(lvl, parent)
-                os.close(lvl.fd)
+                os.close(lvl.fd)  # before leave: prune's rmdir then frees the dir at once
                 lvl.fd = -1
+                self.leave(lvl, parent)
         except OSError as exc:  # reading a listing failed (EIO, say): the dir being read
             raise os_error("cannot read", self.path(), exc) from None
         finally:
