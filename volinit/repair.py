@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, TextIO
 
-from volinit.errors import EXIT_OK, OperationError, UsageError
+from volinit.errors import EXIT_OK, OperationError, SpecError, UsageError
 from volinit.spec import Owner, parse_duration, parse_owner, parse_rel_dir
 
 IMAGE_ENV = "VOLINIT_IMAGE"
@@ -64,18 +64,22 @@ _IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,64}")
 
 def plan(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
          image: str | None, force: bool) -> Plan:
-    """Validate the flags into a Plan; raises UsageError/SpecError (exit 2) before Docker is touched."""
-    own = parse_owner(owner, "--owner")
+    """Validate the flags into a Plan; raises UsageError (exit 2) before Docker is touched."""
     rels: list[str] = []
-    for rel in dirs:
-        norm = parse_rel_dir(rel, f"--dir {rel}")
-        if norm not in rels:
-            rels.append(norm)
+    try:
+        own = parse_owner(owner, "--owner")
+        for rel in dirs:
+            norm = parse_rel_dir(rel, f"--dir {rel}")
+            if norm not in rels:
+                rels.append(norm)
+        if prune is not None:
+            parse_duration(prune, "--prune")
+    except SpecError as exc:
+        raise exc.as_flag() from None
     tail = ["--owner", str(own), "--chown", "always"]
     for rel in rels:
         tail += ["--dir", rel]
     if prune is not None:
-        parse_duration(prune, "--prune")
         if not rels:
             raise UsageError("--prune", "", "given without --dir",
                              "--prune applies to each --dir, e.g. --dir .tmp --prune 24h")
