@@ -21,9 +21,9 @@ from volinit.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    SpecError,
     UsageError,
     VolinitError,
+    flag_errors,
     one_line,
 )
 
@@ -226,12 +226,10 @@ def prune_cmd(
         from volinit.prune import prune_dir
 
         workers_from_env()
-        try:
+        with flag_errors():
             age = specmod.parse_duration(older_than, "--older-than")
             globs = specmod.parse_keep(list(keep), "--keep") if keep else ()
             path = specmod.parse_prune_dir(directory, "DIR")
-        except SpecError as exc:
-            raise exc.as_flag() from None
         start = time.monotonic()
         fd = walk.open_volume(path)
         progress = Progress()

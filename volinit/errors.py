@@ -7,6 +7,9 @@ escaping is a bug and gets a traceback with exit 3.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # something could not be done, or doctor found problems
 EXIT_USAGE = 2  # bad flags or a bad spec; nothing was touched
@@ -55,9 +58,15 @@ class SpecError(UsageError):
         super().__init__("spec", f"at {key}" if key else "", why, fix)
         self.key = key
 
-    def as_flag(self) -> UsageError:
-        """The same error said of a flag or an argument (its key, e.g. --older-than), not a spec."""
-        return UsageError(self.key, "", self.why, self.fix)
+
+@contextmanager
+def flag_errors() -> Iterator[None]:
+    """Flags parsed with the spec's parsers: a SpecError inside is said of the flag or
+    argument it names (`--older-than: ...`, `DIR: ...`), not as `spec at --older-than`."""
+    try:
+        yield
+    except SpecError as exc:
+        raise UsageError(exc.key, "", exc.why, exc.fix) from None
 
 
 class OperationError(VolinitError):

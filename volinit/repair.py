@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, TextIO
 
-from volinit.errors import EXIT_OK, OperationError, SpecError, UsageError
+from volinit.errors import EXIT_OK, OperationError, UsageError, flag_errors
 from volinit.spec import Owner, parse_duration, parse_owner, parse_rel_dir
 
 IMAGE_ENV = "VOLINIT_IMAGE"
@@ -66,7 +66,7 @@ def plan(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
          image: str | None, force: bool) -> Plan:
     """Validate the flags into a Plan; raises UsageError (exit 2) before Docker is touched."""
     rels: list[str] = []
-    try:
+    with flag_errors():
         own = parse_owner(owner, "--owner")
         for rel in dirs:
             norm = parse_rel_dir(rel, f"--dir {rel}")
@@ -74,8 +74,6 @@ def plan(volumes: list[str], owner: str, dirs: list[str], prune: str | None,
                 rels.append(norm)
         if prune is not None:
             parse_duration(prune, "--prune")
-    except SpecError as exc:
-        raise exc.as_flag() from None
     tail = ["--owner", str(own), "--chown", "always"]
     for rel in rels:
         tail += ["--dir", rel]

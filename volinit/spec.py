@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from volinit.errors import SpecError
+from volinit.errors import SpecError, UsageError, flag_errors
 
 CHOWN_POLICIES = ("on-root-mismatch", "always", "never")
 HARDLINK_POLICIES = ("skip", "chown")
@@ -358,7 +358,7 @@ def load(path: str) -> Spec:
     from volinit.errors import OperationError
 
     if not path:
-        raise SpecError("-f", "empty path", "name the spec file, e.g. -f volinit.yaml").as_flag()
+        raise UsageError("-f", "", "empty path", "name the spec file, e.g. -f volinit.yaml")
     try:
         # O_NONBLOCK: a FIFO must not hang the init container at open; it is refused below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -387,35 +387,28 @@ def load(path: str) -> Spec:
 def from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str,
                dirs: list[str], prune: str | None) -> Spec:
     """The ad-hoc form, ``volinit apply PATH... --owner U[:G] ...``, as the same Spec."""
-    try:
-        return _from_flags(paths, owner, mode, chown, dirs, prune)
-    except SpecError as exc:
-        raise exc.as_flag() from None
-
-
-def _from_flags(paths: list[str], owner: str | None, mode: str | None, chown: str,
-                dirs: list[str], prune: str | None) -> Spec:
-    if owner is None:
-        raise SpecError("--owner", "required with PATH arguments", "e.g. --owner 1000:1000")
-    own = parse_owner(owner, "--owner")
-    vmode = parse_mode(mode, "--mode") if mode is not None else None
-    policy = _choice(chown, "--chown", CHOWN_POLICIES)
-    age = parse_duration(prune, "--prune") if prune is not None else None
-    if age is not None and not dirs:
-        raise SpecError("--prune", "given without --dir", "--prune applies to each --dir; add --dir .tmp")
-    rels: list[str] = []
-    for rel in dirs:
-        norm = parse_rel_dir(rel, f"--dir {rel}")
-        if norm not in rels:
-            rels.append(norm)
-    dir_specs = tuple(DirSpec(path=r, prune=age) for r in rels)
-    volumes = tuple(
-        VolumeSpec(path=parse_volume_path(p, f"PATH {p}"), owner=own, mode=vmode,
-                   chown=policy, dirs=dir_specs)
-        for p in paths
-    )
-    _check_overlaps(volumes, [f"PATH {p}" for p in paths])
-    return Spec(volumes)
+    with flag_errors():
+        if owner is None:
+            raise SpecError("--owner", "required with PATH arguments", "e.g. --owner 1000:1000")
+        own = parse_owner(owner, "--owner")
+        vmode = parse_mode(mode, "--mode") if mode is not None else None
+        policy = _choice(chown, "--chown", CHOWN_POLICIES)
+        age = parse_duration(prune, "--prune") if prune is not None else None
+        if age is not None and not dirs:
+            raise SpecError("--prune", "given without --dir", "--prune applies to each --dir; add --dir .tmp")
+        rels: list[str] = []
+        for rel in dirs:
+            norm = parse_rel_dir(rel, f"--dir {rel}")
+            if norm not in rels:
+                rels.append(norm)
+        dir_specs = tuple(DirSpec(path=r, prune=age) for r in rels)
+        volumes = tuple(
+            VolumeSpec(path=parse_volume_path(p, f"PATH {p}"), owner=own, mode=vmode,
+                       chown=policy, dirs=dir_specs)
+            for p in paths
+        )
+        _check_overlaps(volumes, [f"PATH {p}" for p in paths])
+        return Spec(volumes)
 
 
 def json_schema() -> str:
